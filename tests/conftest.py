@@ -1,0 +1,61 @@
+"""Shared test fixtures: locating ``../shared`` (SPEC section 6b) and loading reference vectors."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def shared_dir() -> Path | None:
+    """Return the shared folder (``$SCORE_MRI_SHARED`` or ``<repo>/../shared``) or None."""
+    env = os.environ.get("SCORE_MRI_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared")
+    for c in candidates:
+        if (c / "reference").is_dir():
+            return c
+    return None
+
+
+def _missing(what: str):
+    """Skip (or fail under CI=true) when a shared file is absent."""
+    msg = f"{what} not found (looked at $SCORE_MRI_SHARED and {REPO.parent / 'shared'})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + " -- required when CI=true")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The shared folder; skips (fails on CI) when it is absent."""
+    d = shared_dir()
+    if d is None:
+        _missing("../shared")
+    return d
+
+
+@pytest.fixture(scope="session")
+def reference(shared):
+    """Loader for ``shared/reference/<name>`` (our own files, so weights_only=False)."""
+    cache = {}
+
+    def load(name: str):
+        if name not in cache:
+            path = shared / "reference" / name
+            if not path.exists():
+                _missing(str(path))
+            if path.suffix == ".json":
+                import json
+                cache[name] = json.loads(path.read_text())
+            else:
+                cache[name] = torch.load(path, weights_only=False, map_location="cpu")
+        return cache[name]
+
+    return load
