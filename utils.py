@@ -1,0 +1,372 @@
+"""Numerical helpers for score-MRI: FFT conventions, measurement operators and data consistency,
+sampling masks, normalisation, lambda schedules and data scalers (SPEC sections 4 and 5).
+
+Two FFT conventions exist, as in the original code:
+  * single-coil (Algorithms 2, 3): ``fft2(x) = fftshift(F x)`` -- unnormalised, *no* ifftshift before
+    the transform -- and ``ifft2(k) = F^-1 ifftshift(k)``; they are inverse to each other.
+  * multi-coil (Algorithms 4, 5): the fastMRI centered orthonormal ``fft2_m``/``ifft2_m`` (= ``fft2c``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fastmri_utils import fft2c, ifft2c
+
+__all__ = [
+    "fft2", "ifft2", "fft2_m", "ifft2_m",
+    "SingleCoilCartesian", "MultiCoilCartesian", "SENSE",
+    "data_consistency", "data_consistency_real", "kaczmarz_original",
+    "root_sum_of_squares", "crop_center", "clear",
+    "normalize", "normalize_np", "normalize_complex", "normalize_complex_original",
+    "lambda_schedule", "lambda_schedule_linear", "lambda_schedule_const",
+    "get_data_scaler", "get_data_inverse_scaler", "restore_checkpoint",
+    "MASK_TYPES", "get_mask",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FFT conventions
+# ----------------------------------------------------------------------------------------------------------
+
+def fft2(x: torch.Tensor) -> torch.Tensor:
+    """Single-coil k-space: fftshift(F x) over the last two dims (unnormalised; no ifftshift before F)."""
+    return torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
+
+
+def ifft2(k: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`fft2`: F^-1 ifftshift(k) over the last two dims (1/(H W) normalisation)."""
+    return torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)))
+
+
+def fft2_m(x: torch.Tensor) -> torch.Tensor:
+    """Multi-coil k-space: centered orthonormal FFT (fastMRI ``fft2c``) of a complex tensor."""
+    return fft2c(x)
+
+
+def ifft2_m(k: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`fft2_m`: centered orthonormal inverse FFT (fastMRI ``ifft2c``)."""
+    return ifft2c(k)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measurement operators (STYLE guideline 1). Masks are real 0/1 tensors broadcastable to the k-space.
+# ----------------------------------------------------------------------------------------------------------
+
+class SingleCoilCartesian:
+    """Single-coil Cartesian MRI, A x = mask * fft2(x) with the original shifted, unnormalised FFT.
+
+    Because ``fft2`` is unnormalised, ``ifft2`` is the adjoint only up to the factor H*W: ``A_H`` is the
+    true adjoint (H*W * ifft2(mask * y), so <A x, y> = <x, A_H y>), while ``project`` keeps the original's
+    ``ifft2``, which inverts ``fft2`` exactly.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask  # [B or 1, 1, H, W]
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward model: masked shifted k-space [B, C, H, W]."""
+        return self.mask * fft2(x)
+
+    def A_H(self, y: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`A`: H*W * ifft2(mask * y)."""
+        h, w = y.shape[-2:]
+        return (h * w) * ifft2(self.mask * y)
+
+    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Data consistency: replace the measured k-space of x by y (y already masked), ifft2(fft2(x)(1-M) + y)."""
+        return ifft2(fft2(x) * (1. - self.mask) + y)
+
+
+class MultiCoilCartesian:
+    """Multi-coil Cartesian MRI, one k-space per coil: A x = mask * fft2c(x) (orthonormal, so A_H = ifft2c)."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask  # [B or 1, C or 1, H, W]
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward model on coil images [B, C, H, W] -> masked centered k-space [B, C, H, W]."""
+        return self.mask * fft2c(x)
+
+    def A_H(self, y: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`A`: ifft2c(mask * y)."""
+        return ifft2c(self.mask * y)
+
+    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-coil data consistency ifft2c(fft2c(x)(1 - M) + y), y already masked (Algorithm 4)."""
+        return ifft2c(fft2c(x) * (1. - self.mask) + y)
+
+
+class SENSE:
+    """SENSE model A x = mask * fft2c(sens * x) from one image [B, 1, H, W] to coil k-space [B, C, H, W]."""
+
+    def __init__(self, sens: torch.Tensor, mask: torch.Tensor):
+        self.sens = sens  # [B or 1, C, H, W] complex coil sensitivities S_c
+        self.mask = mask  # [B or 1, C or 1, H, W]
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward model: mask * fft2c(S_c x) for every coil c; x [B, 1, H, W] -> [B, C, H, W]."""
+        return self.mask * fft2c(self.sens * x)
+
+    def A_H(self, y: torch.Tensor) -> torch.Tensor:
+        """Adjoint: sum_c conj(S_c) ifft2c(mask * y_c); [B, C, H, W] -> [B, 1, H, W]."""
+        return torch.sum(torch.conj(self.sens) * ifft2c(y * self.mask), dim=1, keepdim=True)
+
+    def combine(self, x_coils: torch.Tensor) -> torch.Tensor:
+        """Coil combination S^H: sum_c conj(S_c) x_c; [B, C, H, W] -> [B, 1, H, W]."""
+        return torch.sum(torch.conj(self.sens) * x_coils, dim=1, keepdim=True)
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """Coil images S x; [B, 1, H, W] -> [B, C, H, W]."""
+        return self.sens * x
+
+    def kaczmarz(self, x: torch.Tensor, y: torch.Tensor, lamb: float) -> torch.Tensor:
+        """Kaczmarz/Landweber step of Algorithm 5 on the image: x + lamb * A^H (y - A x); x [B, 1, H, W]."""
+        return x + lamb * self.A_H(y - self.A(x))
+
+    def kaczmarz_coils(self, x_coils: torch.Tensor, y: torch.Tensor, lamb: float) -> torch.Tensor:
+        """Algorithm 5 SENSE step on coil images (this project's fix of the original's step).
+
+        With the coils combined by S^H (``combine``), this is one gradient step on
+        1/2 ||y - A S^H x_coils||^2: x_c <- x_c + lamb * S_c A^H (y - A S^H x_coils). The combined image takes
+        the SENSE step x <- x + lamb A^H(y - A x) (exactly so when sum_c |S_c|^2 = 1, as for ESPIRiT maps inside
+        the support), and each coil keeps the part of its image that the combination does not see.
+        """
+        update = lamb * self.A_H(y - self.A(self.combine(x_coils)))  # [B, 1, H, W]
+        return x_coils + self.expand(update)
+
+
+def data_consistency(op: Any, x: torch.Tensor, x_mean: torch.Tensor, y: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Complex data consistency of Algorithms 3 and 4: project both x and x_mean onto the measurements y."""
+    return op.project(x, y), op.project(x_mean, y)
+
+
+def data_consistency_real(op: Any, x: torch.Tensor, y: torch.Tensor, x_mean: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real-valued data consistency of Algorithm 2: x <- Re(P(x)), x_mean <- Re(P(.)).
+
+    With ``x_mean=None`` (the original's behaviour, kept for the faithful mode) x_mean is recomputed by
+    projecting the already-projected x, and the predictor/corrector x_mean is discarded; given an
+    ``x_mean``, that one is projected instead.
+    """
+    x = torch.real(op.project(x, y))
+    x_mean = torch.real(op.project(x if x_mean is None else x_mean, y))
+    return x, x_mean
+
+
+def kaczmarz_original(x: torch.Tensor, y: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor,
+                      lamb: float) -> torch.Tensor:
+    """The original's Algorithm 5 step on the coil stack x [B, C, H, W] (faithful mode only).
+
+    It applies A elementwise to the coil images as if each were the image (S_c * x_c), sums the adjoint to
+    one image and adds that same update to every coil. See :meth:`SENSE.kaczmarz_coils` for the fix.
+    """
+    op = SENSE(sens, mask)
+    return x + lamb * op.A_H(y - op.A(x))  # [B, 1, H, W] update broadcast onto all C coils
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Image helpers
+# ----------------------------------------------------------------------------------------------------------
+
+def root_sum_of_squares(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Root-sum-of-squares coil combination sqrt(sum_c |x_c|^2) (fix: the original squares complex values)."""
+    return torch.sqrt(torch.sum(torch.abs(x) ** 2, dim=dim))
+
+
+def crop_center(img: torch.Tensor | np.ndarray, cropx: int, cropy: int):
+    """Central crop [..., cropy, cropx] of an image [..., H, W]."""
+    y, x = img.shape[-2:]
+    startx = x // 2 - cropx // 2
+    starty = y // 2 - cropy // 2
+    return img[..., starty:starty + cropy, startx:startx + cropx]
+
+
+def clear(x: torch.Tensor) -> np.ndarray:
+    """Detached, squeezed NumPy copy of a tensor (for saving images)."""
+    return x.detach().cpu().squeeze().numpy()
+
+
+def normalize(img: torch.Tensor) -> torch.Tensor:
+    """Affine map of a real tensor to [0, 1] over all its entries (a constant tensor maps to 0)."""
+    img = img - torch.min(img)
+    peak = torch.max(img)
+    return img / peak if peak > 0 else torch.zeros_like(img)
+
+
+def normalize_np(img: np.ndarray) -> np.ndarray:
+    """NumPy version of :func:`normalize`."""
+    img = img - np.min(img)
+    peak = np.max(img)
+    return img / peak if peak > 0 else np.zeros_like(img)
+
+
+def normalize_complex(img: torch.Tensor) -> torch.Tensor:
+    """Map the magnitude of a complex image to [0, 1] ((|x| - min) / (max - min)) and keep the phase (fix)."""
+    magnitude = normalize(torch.abs(img))
+    return magnitude * torch.sgn(img)
+
+
+def normalize_complex_original(img: torch.Tensor) -> torch.Tensor:
+    """The original's normalize_complex, which also squashes the phase into [0, 1] rad (faithful record)."""
+    magnitude = normalize(torch.abs(img))
+    phase = normalize(torch.angle(img))
+    return magnitude * torch.exp(1j * phase)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Lambda schedules for the Kaczmarz step of Algorithm 5
+# ----------------------------------------------------------------------------------------------------------
+
+class lambda_schedule:
+    """Step size lambda_i of the Kaczmarz update as a function of the iteration i (total iterations ``total``)."""
+
+    def __init__(self, total: int = 2000):
+        self.total = total
+
+    def get_current_lambda(self, i: int) -> float:
+        """lambda at iteration i."""
+        raise NotImplementedError
+
+
+class lambda_schedule_linear(lambda_schedule):
+    """Linear schedule from start_lamb at i = 0 to end_lamb at i = total.
+
+    The original always used total = 2000, so with N = 500 iterations lambda only falls to 0.8; pass
+    ``total=N`` for the intended schedule.
+    """
+
+    def __init__(self, start_lamb: float = 1.0, end_lamb: float = 0.2, total: int = 2000):
+        super().__init__(total)
+        self.start_lamb = start_lamb
+        self.end_lamb = end_lamb
+
+    def get_current_lambda(self, i: int) -> float:
+        """start + (end - start) * i / total."""
+        return self.start_lamb + (self.end_lamb - self.start_lamb) * (i / self.total)
+
+
+class lambda_schedule_const(lambda_schedule):
+    """Constant schedule lambda_i = lamb."""
+
+    def __init__(self, lamb: float = 1.0, total: int = 2000):
+        super().__init__(total)
+        self.lamb = lamb
+
+    def get_current_lambda(self, i: int) -> float:
+        """The constant lamb."""
+        return self.lamb
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data scalers and checkpoints
+# ----------------------------------------------------------------------------------------------------------
+
+def get_data_scaler(config: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Map data in [0, 1] to the model's range: [-1, 1] (2x - 1) when config.data.centered, else identity."""
+    if config.data.centered:
+        return lambda x: x * 2. - 1.
+    return lambda x: x
+
+
+def get_data_inverse_scaler(config: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Inverse of :func:`get_data_scaler`: (x + 1) / 2 when config.data.centered, else identity."""
+    if config.data.centered:
+        return lambda x: (x + 1.) / 2.
+    return lambda x: x
+
+
+def restore_checkpoint(*args: Any, **kwargs: Any) -> Any:
+    """Load a checkpoint: thin re-export of ``models.checkpoint.load_checkpoint`` (imported lazily)."""
+    from models.checkpoint import load_checkpoint
+    return load_checkpoint(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sampling masks (SPEC section 5)
+# ----------------------------------------------------------------------------------------------------------
+
+MASK_TYPES = ("gaussian1d", "uniform1d", "gaussian2d", "uniformrandom2d", "poisson")
+
+
+def _sample_pattern(rng: np.random.RandomState, type: str, shape: tuple[int, int], size: int,
+                    acc_factor: float, center_fraction: float) -> np.ndarray:
+    """One 0/1 sampling pattern [H, W], drawing from ``rng`` with the original's calls in its order."""
+    pattern = np.zeros(shape, dtype=np.float32)
+    if type == "gaussian2d":
+        n_samp = size ** 2 // acc_factor
+        cov_factor = size * (1.5 / 128)
+        mean = [size // 2, size // 2]
+        cov = [[size * cov_factor, 0], [0, size * cov_factor]]
+        samples = rng.multivariate_normal(mean, cov, int(n_samp))
+        idx = np.clip(samples.astype(int), 0, size - 1)
+        pattern[idx[:, 0], idx[:, 1]] = 1
+    elif type == "uniformrandom2d":
+        n_samp = size ** 2 // acc_factor
+        samples = rng.choice(size * size, int(n_samp))
+        flat = np.zeros(size * size, dtype=np.float32)
+        flat[samples] = 1
+        pattern[...] = flat.reshape(size, size)
+    elif type == "gaussian1d":
+        n_samp = size // acc_factor
+        n_center = int(size * center_fraction)
+        samples = rng.normal(loc=size // 2, scale=size * (15.0 / 128), size=int(n_samp * 1.2))
+        cols = np.clip(samples.astype(int), 0, size - 1)
+        pattern[:, cols] = 1
+        c_from = size // 2 - n_center // 2
+        pattern[:, c_from:c_from + n_center] = 1
+    elif type == "uniform1d":
+        n_samp = size // acc_factor
+        n_center = int(size * center_fraction)
+        cols = rng.choice(size, int(n_samp - n_center))
+        pattern[:, cols] = 1
+        c_from = size // 2 - n_center // 2
+        pattern[:, c_from:c_from + n_center] = 1
+    else:  # pragma: no cover - guarded by get_mask
+        raise ValueError(f"unknown mask type {type!r}")
+    return pattern
+
+
+def _poisson_pattern(size: int, acc_factor: float, seed: int) -> np.ndarray:
+    """Variable-density Poisson-disc pattern [size, size] from sigpy with an explicit seed."""
+    from sigpy.mri import poisson  # heavy import (numba), only needed here
+    return np.real(poisson((size, size), accel=acc_factor, seed=int(seed))).astype(np.float32)
+
+
+def get_mask(img: torch.Tensor, size: int, batch_size: int, type: str = "gaussian2d", acc_factor: float = 8,
+             center_fraction: float = 0.04, fix: bool = False, seed: int | None = None) -> torch.Tensor:
+    """Undersampling mask with the shape and dtype of ``img`` [B, C, H, W] (SPEC section 5).
+
+    One mask per batch item (shared by all coils), or one for the whole batch with ``fix``. Randomness comes
+    from a ``np.random.RandomState(seed)`` created here and making the original's calls in its order, so
+    ``seed=s`` reproduces the original after ``np.random.seed(s)``; ``seed=None`` draws fresh OS entropy.
+    The global NumPy and torch random states are never touched. Types: gaussian1d, uniform1d (centre block of
+    int(size * center_fraction) columns plus random columns), gaussian2d, uniformrandom2d (centre fraction
+    ignored) and poisson (sigpy Poisson disc; batch item i uses seed + i, or seed alone with ``fix``; without a
+    seed, seeds are drawn from the RandomState).
+    """
+    if type not in MASK_TYPES:
+        raise ValueError(f"unknown mask type {type!r}; expected one of {', '.join(MASK_TYPES)}")
+    if batch_size > img.shape[0]:
+        raise ValueError(f"batch_size {batch_size} exceeds the image batch {img.shape[0]}")
+    shape = tuple(img.shape[-2:])
+    if shape[-1] != size or (not type.endswith("1d") and shape[-2] != size):
+        raise ValueError(f"mask size {size} does not match the image size {shape} for type {type!r}")
+    rng = np.random.RandomState(seed)
+    mask = torch.zeros_like(img)
+    if type == "poisson":
+        base_seed = seed if seed is not None else int(rng.randint(0, 2 ** 31 - 1 - batch_size))
+    for i in range(1 if fix else batch_size):
+        if type == "poisson":
+            pattern = _poisson_pattern(size, acc_factor, base_seed + i)
+        else:
+            pattern = _sample_pattern(rng, type, shape, size, acc_factor, center_fraction)
+        pattern = torch.from_numpy(pattern).to(device=img.device, dtype=img.dtype)  # [H, W]
+        if fix:
+            mask[...] = pattern
+        else:
+            mask[i, ...] = pattern
+    return mask
