@@ -1,0 +1,128 @@
+"""Model registry and the wrappers that turn a network into a score function s(x, t).
+
+For the continuous VE-SDE (Song et al. 2021, Eq. 30; Chung & Ye 2022, Sec. 2) the network is
+conditioned on sigma(t) = sigma_min * (sigma_max / sigma_min)^t and returns the score directly
+(NCSN++ divides its output by sigma itself, ``scale_by_sigma``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+_MODELS: dict[str, type] = {}
+
+
+def register_model(cls=None, *, name: str | None = None):
+    """Class decorator registering a model under ``name`` (default: the class name)."""
+
+    def _register(cls):
+        local_name = cls.__name__ if name is None else name
+        if local_name in _MODELS:
+            raise ValueError(f"Already registered model with name: {local_name}")
+        _MODELS[local_name] = cls
+        return cls
+
+    if cls is None:
+        return _register
+    return _register(cls)
+
+
+def get_model(name: str) -> type:
+    """The model class registered under ``name``."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered: {sorted(_MODELS)}") from None
+
+
+def get_sigmas(config) -> np.ndarray:
+    """SMLD noise levels: exp(linspace(log sigma_max, log sigma_min, num_scales)), descending, float64."""
+    return np.exp(np.linspace(np.log(config.model.sigma_max), np.log(config.model.sigma_min),
+                              config.model.num_scales))
+
+
+def _config_device(config):
+    """``config.device`` if the config defines one, else None."""
+    try:
+        return config.device if "device" in config else None
+    except TypeError:
+        return getattr(config, "device", None)
+
+
+def create_model(config, device=None) -> torch.nn.Module:
+    """Build the score model named by ``config.model.name`` on ``device`` (else config.device, else CPU).
+
+    Unlike score_sde_pytorch the model is NOT wrapped in DataParallel (checkpoint keys stay
+    un-prefixed; ``models.checkpoint`` strips a ``module.`` prefix when loading).
+    """
+    # Importing the package registers NCSN++ (so `models.utils` can be imported on its own).
+    import models  # noqa: F401
+
+    model = get_model(config.model.name)(config)
+    device = device if device is not None else _config_device(config)
+    if device is not None:
+        model = model.to(device)
+    return model
+
+
+def get_model_fn(model: torch.nn.Module, train: bool = False) -> Callable:
+    """``model_fn(x, labels)`` running the model in train or eval mode."""
+
+    def model_fn(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        model.train(train)
+        return model(x, labels)
+
+    return model_fn
+
+
+def get_score_fn(sde, model: torch.nn.Module, train: bool = False,
+                 continuous: bool = False) -> Callable:
+    """Score function s(x, t) of a trained model for the given SDE.
+
+    VE-SDE: continuous -> labels = sigma(t) (the marginal std); discrete -> labels =
+    round((T - t) * (N - 1)), an index into the descending ``sigmas`` (t = T is sigma_max).
+    VP / sub-VP: network output divided by -std(t) (labels t * 999, or t * (N - 1)).
+    """
+    import sde_lib  # written by another part of the project; imported lazily
+
+    model_fn = get_model_fn(model, train=train)
+    vp_types = tuple(getattr(sde_lib, n) for n in ("VPSDE", "subVPSDE") if hasattr(sde_lib, n))
+
+    if isinstance(sde, sde_lib.VESDE):
+        def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if continuous:
+                labels = sde.marginal_prob(torch.zeros_like(x), t)[1]  # sigma(t), [B]
+            else:
+                labels = torch.round((sde.T - t) * (sde.N - 1)).long()
+            return model_fn(x, labels)
+
+    elif vp_types and isinstance(sde, vp_types):
+        sub_vp = hasattr(sde_lib, "subVPSDE") and isinstance(sde, sde_lib.subVPSDE)
+
+        def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if continuous or sub_vp:
+                labels = t * 999
+                score = model_fn(x, labels)
+                std = sde.marginal_prob(torch.zeros_like(x), t)[1]
+            else:
+                labels = t * (sde.N - 1)
+                score = model_fn(x, labels)
+                std = sde.sqrt_1m_alphas_cumprod.to(labels.device)[labels.long()]
+            return -score / std[:, None, None, None]
+
+    else:
+        raise NotImplementedError(f"SDE class {type(sde).__name__} not yet supported.")
+
+    return score_fn
+
+
+def to_flattened_numpy(x: torch.Tensor) -> np.ndarray:
+    """Flatten a tensor into a 1-D numpy array."""
+    return x.detach().cpu().numpy().reshape((-1,))
+
+
+def from_flattened_numpy(x: np.ndarray, shape) -> torch.Tensor:
+    """Reshape a flat numpy array into a tensor of ``shape``."""
+    return torch.from_numpy(x.reshape(shape))
