@@ -23,6 +23,11 @@ def get_default_configs() -> ml_collections.ConfigDict:
     training.likelihood_weighting = False
     training.continuous = True
     training.reduce_mean = False
+    # this project's trainer (run_lib.train): step budget (0 = `epochs` passes over the slices),
+    # wall-clock preemption snapshots, optional bf16 autocast
+    training.n_iters = 0
+    training.snapshot_minutes = 3.0
+    training.bf16 = False
 
     # sampling
     config.sampling = sampling = ml_collections.ConfigDict()

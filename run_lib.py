@@ -1,0 +1,488 @@
+"""Training and evaluation loops for the score prior (SPEC section 7; Song et al. 2021, Chung & Ye 2022 Eq. 5).
+
+``train(config, workdir)`` runs denoising score matching for ``config.training.n_iters`` steps with
+resumable, atomic snapshots; ``evaluate(config, workdir, eval_folder)`` reports the held-out loss of
+saved checkpoints (EMA weights) and optionally draws unconditional samples (Algorithm 1).
+
+Multi-process training: launched by torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment)
+each rank trains on its own shard of the slices under DistributedDataParallel (gloo on CPU, nccl on
+GPU); only rank 0 writes logs and checkpoints, and a snapshot holds every rank's random states.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import datasets
+import losses
+import sde_lib
+from models import utils as mutils
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.ema import ExponentialMovingAverage
+
+TRAIN_DEFAULTS = {
+    "n_iters": 0,                 # optimisation steps; 0: config.training.epochs passes over the slices
+    "snapshot_freq": 50000,       # numbered checkpoint checkpoints/checkpoint_<step // snapshot_freq>.pth
+    "snapshot_freq_for_preemption": 5000,  # checkpoints-meta/checkpoint.pth every this many steps ...
+    "snapshot_minutes": 3.0,      # ... or every this many minutes of wall time, whichever comes first
+    "snapshot_sampling": False,   # draw samples (EMA weights) at every numbered checkpoint
+    "log_freq": 25,
+    "eval_freq": 0,               # held-out loss of one batch every this many steps (0: never)
+    "bf16": False,                # bf16 autocast of the model forward (CPU or CUDA)
+    "continuous": True,
+    "reduce_mean": False,
+    "likelihood_weighting": False,
+    "sde": "vesde",
+}
+
+
+class UserError(ValueError):
+    """A mistake in the configuration, the data or the work directory (reported in one line, exit 2)."""
+
+
+def train_option(config, name: str):
+    """``config.training.<name>``, or its default from ``TRAIN_DEFAULTS`` when absent."""
+    return config.training.get(name, TRAIN_DEFAULTS[name])
+
+
+# ----------------------------------------------------------------------------------------------
+# Set-up helpers
+# ----------------------------------------------------------------------------------------------
+
+class _Dist:
+    """Process-group facts: rank, world size, device; ``active`` when launched by torchrun."""
+
+    def __init__(self, config):
+        self.active = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        self.rank = int(os.environ.get("RANK", 0)) if self.active else 0
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if self.active else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if self.active else 0
+        want = config.get("device", None)
+        use_cuda = torch.cuda.is_available() and (want is None or str(want).startswith("cuda"))
+        self.device = torch.device("cuda", self.local_rank) if use_cuda else torch.device("cpu")
+        self.owns_group = False
+        if self.active and not dist.is_initialized():
+            if use_cuda:
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
+            self.owns_group = True
+        self.is_main = self.rank == 0
+
+    def broadcast_flags(self, *flags: bool) -> list[bool]:
+        """Rank 0's values of ``flags`` on every rank (identity in a single process)."""
+        if not self.active:
+            return list(flags)
+        t = torch.tensor([int(f) for f in flags], dtype=torch.int64,
+                         device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(t, src=0)
+        return [bool(v) for v in t.tolist()]
+
+    def gather(self, obj) -> list:
+        """Every rank's ``obj`` (as a list indexed by rank)."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def mean(self, x: float) -> float:
+        """Average of a float over ranks."""
+        if not self.active:
+            return x
+        t = torch.tensor([x], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.item() / self.world_size
+
+    def close(self) -> None:
+        if self.owns_group:
+            dist.destroy_process_group()
+
+
+class _Log:
+    """Rank-0 logger: stdout (through tqdm) and ``<workdir>/stdout.txt``."""
+
+    def __init__(self, workdir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = workdir / "stdout.txt"
+
+    def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+        tqdm.write(msg)
+        with open(self.path, "a") as f:
+            f.write(msg + "\n")
+
+
+def _check_config(config) -> None:
+    """Reject configurations this trainer cannot run, with a one-line reason."""
+    t = config.training
+    n_iters, epochs = train_option(config, "n_iters"), t.get("epochs", 0)
+    if not (n_iters or 0) > 0 and not (epochs or 0) > 0:
+        raise UserError("set config.training.n_iters (steps) or config.training.epochs to a positive number")
+    if int(t.batch_size) < 1:
+        raise UserError(f"config.training.batch_size must be >= 1, got {t.batch_size}")
+    if train_option(config, "sde").lower() != "vesde":
+        raise UserError(f"config.training.sde={t.sde!r}: only 'vesde' is supported")
+    if not train_option(config, "continuous"):
+        raise UserError("config.training.continuous=False is not supported (continuous VE-SDE training only)")
+    if train_option(config, "likelihood_weighting"):
+        raise UserError("config.training.likelihood_weighting=True is not supported")
+    if int(config.data.num_channels) != 1:
+        raise UserError(f"config.data.num_channels must be 1 (magnitude slices), got {config.data.num_channels}")
+    levels = len(config.model.ch_mult)
+    if int(config.data.image_size) % (2 ** (levels - 1)) != 0:
+        raise UserError(f"config.data.image_size={config.data.image_size} must be divisible by "
+                        f"2^(len(ch_mult)-1)={2 ** (levels - 1)}")
+    for k in ("snapshot_freq", "snapshot_freq_for_preemption", "log_freq"):
+        if int(train_option(config, k)) < 1:
+            raise UserError(f"config.training.{k} must be >= 1")
+
+
+def _data_scaler(config):
+    """[0, 1] -> [-1, 1] when ``config.data.centered``, else identity (the original's get_data_scaler)."""
+    return (lambda x: 2.0 * x - 1.0) if config.data.centered else (lambda x: x)
+
+
+def _build(config, device: torch.device):
+    """Model (initialised from ``config.seed`` without touching global RNG), EMA, optimizer, SDE."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.seed))
+        model = mutils.create_model(config, device=torch.device("cpu"))
+    model = model.to(device)
+    ema = ExponentialMovingAverage(model.parameters(), decay=config.model.ema_rate)
+    optimizer = losses.get_optimizer(config, model.parameters())
+    sde = sde_lib.VESDE(sigma_min=config.model.sigma_min, sigma_max=config.model.sigma_max,
+                        N=config.model.num_scales)
+    return model, ema, optimizer, sde
+
+
+def _load_training_state(path: Path, model, ema, optimizer, device) -> dict:
+    """Restore raw weights, EMA, optimizer from a snapshot; return the loaded dict (step, rng, ...)."""
+    loaded = load_checkpoint(str(path), model, ema=None, optimizer=optimizer, device=device)
+    # training resumes the raw weights: load them explicitly (load_checkpoint may have copied EMA in)
+    weights = {k[len("module."):] if k.startswith("module.") else k: v for k, v in loaded["model"].items()}
+    weights.pop("sigmas", None)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if k != "sigmas"]:
+        raise CheckpointError(f"{path}: weights do not match the model of this config")
+    ema.load_state_dict(loaded["ema"])
+    ema.shadow_params = [p.to(device) for p in ema.shadow_params]
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+def train(config, workdir: str) -> dict:
+    """Train the score model (denoising score matching, SPEC section 7) and return the final state.
+
+    Resumes from ``<workdir>/checkpoints-meta/checkpoint.pth`` when present. Returns a dict with the
+    (unwrapped) ``model``, ``ema``, ``step`` and the last logged ``loss``.
+    """
+    _check_config(config)
+    workdir = Path(workdir)
+    ddp = _Dist(config)
+    try:
+        return _train(config, workdir, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(config, workdir: Path, ddp: _Dist) -> dict:
+    log_freq = int(train_option(config, "log_freq"))
+    snapshot_freq = int(train_option(config, "snapshot_freq"))
+    preempt_freq = int(train_option(config, "snapshot_freq_for_preemption"))
+    snapshot_seconds = 60.0 * float(train_option(config, "snapshot_minutes"))
+    eval_freq = int(train_option(config, "eval_freq") or 0)
+    device = ddp.device
+
+    ckpt_dir, meta_path = workdir / "checkpoints", workdir / "checkpoints-meta" / "checkpoint.pth"
+    if ddp.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+    log = _Log(workdir, ddp.is_main)
+
+    # Data: each rank its own shard and its own augmentation stream (seed + rank).
+    train_iter, eval_ds = datasets.get_dataset(config, rank=ddp.rank, world_size=ddp.world_size)
+    eval_iter = (datasets.BatchIterator(eval_ds, config.training.batch_size, seed=int(config.seed) + 10_000 + ddp.rank,
+                                        augment=False) if (eval_freq > 0 and len(eval_ds) > 0) else None)
+
+    n_iters = int(train_option(config, "n_iters") or 0)
+    if n_iters <= 0:  # the original's budget: epochs over the training slices (all ranks together)
+        per_step = int(config.training.batch_size) * ddp.world_size
+        n_iters = int(config.training.epochs) * math.ceil(train_iter.n_total / per_step)
+
+    model, ema, optimizer, sde = _build(config, device)
+    generator = torch.Generator().manual_seed(int(config.seed) + ddp.rank)  # t and z of the loss
+    eval_generator = torch.Generator().manual_seed(int(config.seed) + 10_000 + ddp.rank)
+    step = 0
+    if meta_path.exists():
+        try:
+            loaded = _load_training_state(meta_path, model, ema, optimizer, device)
+        except CheckpointError as e:
+            raise UserError(f"cannot resume from {meta_path}: {e}") from None
+        step = int(loaded["step"])
+        rng = loaded.get("rng")
+        if rng is not None and int(rng["world_size"]) == ddp.world_size:
+            generator.set_state(rng["generators"][ddp.rank])
+            try:
+                train_iter.load_state_dict(rng["data"][ddp.rank])
+            except ValueError as e:
+                log(f"warning: data stream not restored ({e}); continuing with a fresh shuffle")
+            if eval_iter is not None and rng.get("eval_data") is not None:
+                eval_iter.load_state_dict(rng["eval_data"][ddp.rank])
+                eval_generator.set_state(rng["eval_generators"][ddp.rank])
+        else:
+            # different number of processes: continue with fresh streams derived from the step
+            generator.manual_seed(int(config.seed) + ddp.rank + 1_000_003 * step)
+            train_iter.rng = np.random.default_rng([int(config.seed) + ddp.rank, step])
+            log(f"warning: snapshot random states are for a different number of processes; reseeded")
+        log(f"resumed from {meta_path} at step {step}")
+
+    net = model
+    if ddp.active:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    state = dict(model=net, ema=ema, optimizer=optimizer, step=step, generator=generator)
+    eval_state = dict(model=model, ema=ema, step=step, generator=eval_generator)
+
+    bf16 = bool(train_option(config, "bf16"))
+    common = dict(reduce_mean=train_option(config, "reduce_mean"), continuous=True, likelihood_weighting=False,
+                  bf16=bf16)
+    train_step_fn = losses.get_step_fn(sde, train=True, optimize_fn=losses.optimization_manager(config), **common)
+    eval_step_fn = losses.get_step_fn(sde, train=False, **common)
+    scaler = _data_scaler(config)
+
+    def snapshot(numbered: bool, meta: bool) -> None:
+        """Gather every rank's random states; rank 0 writes the requested checkpoints atomically."""
+        rng = {"world_size": ddp.world_size,
+               "generators": ddp.gather(generator.get_state()),
+               "data": ddp.gather(train_iter.state_dict()),
+               "eval_generators": ddp.gather(eval_generator.get_state()),
+               "eval_data": ddp.gather(eval_iter.state_dict()) if eval_iter is not None else None}
+        if not ddp.is_main:
+            return
+        ckpt = {"model": model, "ema": ema, "optimizer": optimizer, "step": state["step"], "rng": rng,
+                "epoch": train_iter.epoch}
+        if meta:
+            save_checkpoint(str(meta_path), ckpt)
+        if numbered:
+            save_checkpoint(str(ckpt_dir / f"checkpoint_{state['step'] // snapshot_freq}.pth"), ckpt)
+
+    # SIGTERM / first Ctrl-C: finish the current step, write the preemption snapshot, stop.
+    stop_requested = {"flag": False}
+    old_handlers = {}
+
+    def _request_stop(signum, frame):
+        stop_requested["flag"] = True
+        if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
+            signal.signal(signal.SIGINT, old_handlers.get(signal.SIGINT, signal.default_int_handler))
+
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[s] = signal.signal(s, _request_stop)
+
+    from tqdm import tqdm
+    pbar = tqdm(total=n_iters, initial=step, disable=not ddp.is_main, dynamic_ncols=True, mininterval=1.0,
+                desc="train")
+    if ddp.is_main:
+        log(f"training {sum(p.numel() for p in model.parameters())} parameters on {device} "
+            f"x{ddp.world_size}, {len(train_iter.dataset)} training slices (rank 0), steps {step} -> {n_iters}")
+    last_snapshot = time.monotonic()
+    t_log, step_log = time.monotonic(), step
+    loss_value = float("nan")
+    try:
+        while state["step"] < n_iters:
+            batch = scaler(next(train_iter).to(device))  # [B, 1, H, W]
+            try:
+                loss = train_step_fn(state, batch)
+            except losses.NonFiniteLossError as e:
+                log(f"error: {e}; stopping without writing a checkpoint")
+                raise
+            step = state["step"]
+            eval_state["step"] = step
+            pbar.update(1)
+            if step % log_freq == 0:
+                loss_value = ddp.mean(loss.item())
+                now = time.monotonic()
+                rate = (step - step_log) / max(now - t_log, 1e-9)
+                t_log, step_log = now, step
+                log(f"step: {step}, training_loss: {loss_value:.5e}, steps/s: {rate:.3f}")
+                pbar.set_postfix(loss=f"{loss_value:.4g}")
+            if eval_iter is not None and step % eval_freq == 0:
+                eval_loss = ddp.mean(eval_step_fn(eval_state, scaler(next(eval_iter).to(device))).item())
+                log(f"step: {step}, eval_loss: {eval_loss:.5e}")
+            timed, stop = ddp.broadcast_flags(time.monotonic() - last_snapshot >= snapshot_seconds,
+                                              stop_requested["flag"])
+            numbered = step % snapshot_freq == 0
+            meta = step % preempt_freq == 0 or timed or stop or step == n_iters
+            if numbered or meta:
+                snapshot(numbered, meta)
+                last_snapshot = time.monotonic()
+                if numbered and ddp.is_main and train_option(config, "snapshot_sampling"):
+                    _sample_to_dir(config, model, ema, sde, workdir / "samples" / f"iter_{step}",
+                                   n=int(config.training.batch_size), device=device, log=log)
+            if stop:
+                log(f"stop requested: snapshot written at step {step}")
+                break
+    finally:
+        pbar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    return {"model": model, "ema": ema, "step": state["step"], "loss": loss_value}
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+def _select_checkpoints(config, workdir: Path) -> list[Path]:
+    """Numbered checkpoints in [eval.begin_ckpt, eval.end_ckpt]; else the meta (latest) one; else the last numbered."""
+    numbered = {}
+    for p in (workdir / "checkpoints").glob("checkpoint_*.pth"):
+        try:
+            numbered[int(p.stem.split("_")[-1])] = p
+        except ValueError:
+            continue
+    ev = config.get("eval", None)
+    begin = ev.get("begin_ckpt", None) if ev is not None else None
+    end = ev.get("end_ckpt", None) if ev is not None else None
+    if begin is not None and end is not None:
+        chosen = [numbered[k] for k in sorted(numbered) if begin <= k <= end]
+        if chosen:
+            return chosen
+    meta = workdir / "checkpoints-meta" / "checkpoint.pth"
+    if meta.exists():  # the latest state (written at every snapshot and at the end of training)
+        return [meta]
+    if numbered:
+        return [numbered[max(numbered)]]
+    raise UserError(f"no checkpoint found in {workdir}/checkpoints or {workdir}/checkpoints-meta")
+
+
+def _save_grid(x: np.ndarray, path: Path) -> None:
+    """Save [N, 1, H, W] images in [0, 1] as one PNG grid."""
+    from PIL import Image
+    n, _, H, W = x.shape
+    ncol = int(math.ceil(math.sqrt(n)))
+    nrow = int(math.ceil(n / ncol))
+    pad = 2
+    grid = np.ones((nrow * (H + pad) + pad, ncol * (W + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        grid[pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = x[i, 0]
+    Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(path)
+
+
+def _sample_to_dir(config, model, ema, sde, out_dir: Path, n: int, device, log, seed: int | None = None) -> bool:
+    """Unconditional PC samples (Algorithm 1) -> ``out_dir/sample.{npy,png}`` (EMA weights swapped in if given)."""
+    try:
+        import sampling
+        get_pc_sampler = sampling.get_pc_sampler
+    except (ImportError, AttributeError) as e:
+        log(f"sampling skipped: sampling.get_pc_sampler is not available ({e})")
+        return False
+    import inspect
+
+    def pick(kind: str, name: str):
+        getter = getattr(sampling, f"get_{kind}", None)
+        if getter is not None:
+            return getter(name.lower())
+        classes = {"reverse_diffusion": "ReverseDiffusionPredictor", "euler_maruyama": "EulerMaruyamaPredictor",
+                   "langevin": "LangevinCorrector", "none": "NoneCorrector" if kind == "corrector" else "NonePredictor"}
+        return getattr(sampling, classes[name.lower()])
+
+    shape = (n, config.data.num_channels, config.data.image_size, config.data.image_size)
+    inverse_scaler = (lambda x: (x + 1.0) / 2.0) if config.data.centered else (lambda x: x)
+    kwargs = dict(sde=sde, shape=shape, predictor=pick("predictor", config.sampling.predictor),
+                  corrector=pick("corrector", config.sampling.corrector), inverse_scaler=inverse_scaler,
+                  snr=config.sampling.snr, n_steps=config.sampling.n_steps_each,
+                  probability_flow=config.sampling.get("probability_flow", False), continuous=True,
+                  denoise=config.sampling.get("noise_removal", True), eps=1e-3, device=device)
+    params = inspect.signature(get_pc_sampler).parameters
+    if "generator" in params:
+        kwargs["generator"] = torch.Generator().manual_seed(int(config.seed) if seed is None else seed)
+    kwargs = {k: v for k, v in kwargs.items() if k in params or any(
+        p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())}
+    sampler = get_pc_sampler(**kwargs)
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    try:
+        with torch.no_grad():
+            out = sampler(model)
+    finally:
+        if ema is not None:
+            ema.restore(model.parameters())
+    x = out[0] if isinstance(out, (tuple, list)) else out
+    x = x.detach().float().cpu().numpy()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "sample.npy", x)
+    _save_grid(np.clip(x, 0, 1), out_dir / "sample.png")
+    log(f"samples written to {out_dir}")
+    return True
+
+
+def evaluate(config, workdir: str, eval_folder: str = "eval") -> list[dict]:
+    """Held-out denoising score-matching loss (EMA weights) of saved checkpoints, plus optional samples.
+
+    Writes ``<workdir>/<eval_folder>/eval_results.json`` and, when ``config.eval.enable_sampling``,
+    ``<eval_folder>/<checkpoint>/sample.png``. The loss uses fixed draws (seed ``config.seed``), so
+    checkpoints are compared on the same t and z.
+    """
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise UserError(f"work directory {workdir} does not exist")
+    out_dir = workdir / eval_folder
+    ckpts = _select_checkpoints(config, workdir)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    _, eval_ds = datasets.get_slice_datasets(config)
+    model, ema, _, sde = _build(config, device)
+    log = _Log(workdir, True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loss_fn = losses.get_sde_loss_fn(sde, train=False, reduce_mean=train_option(config, "reduce_mean"),
+                                     continuous=True, bf16=bool(train_option(config, "bf16")))
+    scaler = _data_scaler(config)
+    ev = config.get("eval", None)
+    enable_sample = bool(ev.get("enable_sampling", ev.get("enable_sample", False))) if ev is not None else False
+    n_samples = int(ev.get("grid_samples", 16)) if ev is not None else 16
+    results = []
+    for path in ckpts:
+        try:
+            loaded = load_checkpoint(str(path), model, ema=ema, device=device)
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
+        ema.copy_to(model.parameters())
+        res = {"checkpoint": str(path), "step": int(loaded.get("step", -1))}
+        if len(eval_ds) > 0:
+            g = torch.Generator().manual_seed(int(config.seed))
+            total, count = 0.0, 0
+            with torch.no_grad():
+                for batch in eval_ds.batches(int(config.training.batch_size)):
+                    b = batch.shape[0]
+                    total += loss_fn(model, scaler(batch.to(device)), g).item() * b
+                    count += b
+            res.update(eval_loss=total / count, n_slices=count)
+            log(f"{path.name} (step {res['step']}): held-out loss {res['eval_loss']:.5e} over {count} slices")
+        else:
+            log(f"{path.name}: no held-out slices (config.data.eval_every=0); loss skipped")
+        if enable_sample:
+            # the EMA weights are already in the model (ema=None: no swap)
+            res["samples"] = _sample_to_dir(config, model, None, sde, out_dir / path.stem, n=n_samples,
+                                            device=device, log=log)
+        results.append(res)
+    with open(out_dir / "eval_results.json", "w") as f:
+        json.dump(results, f, indent=2)
+    return results
