@@ -111,8 +111,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--center_fraction must be in [0, 1), got {args.center_fraction}")
     if args.num_samples < 1:
         raise UserError(f"--num_samples must be >= 1, got {args.num_samples}")
-    if args.t0 is not None and not 0 < args.t0 <= 1:
-        raise UserError(f"--t0 must be in (0, 1], got {args.t0}")
 
 
 def _setting(args: argparse.Namespace, config, flag: str, key: str, fallback: Any) -> Any:
@@ -155,11 +153,17 @@ def resolve_settings(args: argparse.Namespace, config) -> Settings:
         raise UserError(f"--snr must be > 0, got {snr}")
     if fast and t0 is None:
         raise UserError("--fast needs --t0 (the config's sampling group has no t0)")
+    if fast and not 1e-5 < float(t0) <= 1:
+        raise UserError(f"--t0 must be in (1e-5, 1], got {t0}")
     seed = args.seed if args.seed is not None else int(getattr(config, "seed", 0))
-    device = args.device
-    if device is None:
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    import torch
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a torch device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
     return Settings(N=int(N), m=int(m), snr=float(snr),
                     predictor=str(_setting(args, config, "predictor", "predictor", "reverse_diffusion")),
                     corrector=str(_setting(args, config, "corrector", "corrector", "langevin")),
@@ -272,6 +276,20 @@ def load_problem(args: argparse.Namespace, family: str, image_size: int) -> Prob
                            scale=scale), family)
 
 
+def _mask_from_zeros(ksp: np.ndarray, path: Path) -> np.ndarray | None:
+    """Mask [H, W] of the nonzero k-space points, or None when fully sampled.
+
+    Fully sampled means: every point inside the bounding box of the nonzero points is nonzero (99 %), so
+    zero-padded edges (fastMRI raw data) and the odd exact zero do not turn a full file into a prospective one.
+    """
+    sampled = (np.abs(ksp) > 0).any(axis=0)                              # [H, W]
+    if not sampled.any():
+        raise UserError(f"k-space in {path} is all zeros")
+    rows, cols = np.flatnonzero(sampled.any(axis=1)), np.flatnonzero(sampled.any(axis=0))
+    box = sampled[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return None if box.mean() >= 0.99 else sampled.astype(np.float32)
+
+
 def _problem_from_kspace(ksp: np.ndarray, stored_mask: np.ndarray | None, name: str, path: Path,
                          task: str | None, family: str, image_size: int) -> Problem:
     """k-space [C, H, W] -> image; retrospective inputs are cropped to the model size as fastMRI does."""
@@ -279,8 +297,7 @@ def _problem_from_kspace(ksp: np.ndarray, stored_mask: np.ndarray | None, name: 
     if stored_mask is not None:
         mask = _as_mask(stored_mask, shape, f"stored mask of {path}")
     else:
-        sampled = (np.abs(ksp) > 0).any(axis=0)                          # [H, W]
-        mask = None if sampled.all() else sampled.astype(np.float32)
+        mask = _mask_from_zeros(ksp, path)
     task = task or ("prospective" if mask is not None else "retrospective")
     if task == "retrospective":
         image = _crop(_ifft2c(ksp), image_size, image_size)           # [C, h, w]
@@ -328,10 +345,10 @@ def load_model(config, ckpt: str | Path, device: str):
         raise UserError(f"checkpoint not found: {ckpt}")
     try:
         device = torch.device(device)
-        model = mutils.create_model(config).to(device)
-        load_model_weights(ckpt, model)
-    except CheckpointError as e:
-        raise UserError(f"checkpoint {ckpt} does not match config: {e}".splitlines()[0]) from None
+        model = mutils.create_model(config, device=device)
+        load_model_weights(ckpt, model, device=device)
+    except CheckpointError as e:  # its message names the file
+        raise UserError(f"checkpoint does not fit the config: {e}".splitlines()[0]) from None
     except RuntimeError as e:
         if "device" in str(e).lower() or "cuda" in str(e).lower():
             raise UserError(f"device {device}: {e}".splitlines()[0]) from None
@@ -391,20 +408,12 @@ class Algorithm:
 
 
 def _predictor_corrector(settings: Settings):
-    """Predictor and corrector classes by name (score_sde names)."""
+    """Predictor and corrector classes from their registered names ('reverse_diffusion', 'langevin', ...)."""
     import sampling
-    predictors = {"reverse_diffusion": "ReverseDiffusionPredictor", "euler_maruyama": "EulerMaruyamaPredictor",
-                  "none": "NonePredictor", "ancestral_sampling": "AncestralSamplingPredictor"}
-    correctors = {"langevin": "LangevinCorrector", "none": "NoneCorrector", "ald": "AnnealedLangevinDynamics"}
-    out = []
-    for what, table, name in (("predictor", predictors, settings.predictor),
-                              ("corrector", correctors, settings.corrector)):
-        cls = getattr(sampling, table.get(name.lower(), ""), None)
-        if cls is None:
-            avail = [k for k, v in table.items() if hasattr(sampling, v)]
-            raise UserError(f"unknown {what} {name!r}; choose from {', '.join(avail)}")
-        out.append(cls)
-    return out
+    try:
+        return sampling.get_predictor(settings.predictor), sampling.get_corrector(settings.corrector)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _output(x, real_valued: bool) -> np.ndarray:

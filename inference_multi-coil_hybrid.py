@@ -52,13 +52,14 @@ def coil_maps(ctx: ic.Context) -> torch.Tensor:
 
 def build(ctx: ic.Context):
     """Algorithm 5: Algorithm 4 with a SENSE Kaczmarz step every m_steps; lambda linear over N (fix)."""
-    args, N = ctx.args, ctx.settings.N
+    args = ctx.args
     m_steps = args.m_steps if args.m_steps is not None else int(ctx.config.sampling.get("m_steps", 50))
     if m_steps < 1:
         raise ic.UserError(f"--m_steps must be >= 1, got {m_steps}")
     args.m_steps = m_steps
-    # faithful: the original's schedule runs over a fixed total of 2000 iterations, whatever N is
-    lamb_schedule = lambda_schedule_linear(args.lamb_start, args.lamb_end, total=2000 if args.faithful else N)
+    # over the original's total of 2000 iterations: the sampler stretches it over N (fixed mode) or, with
+    # --faithful, applies it as the original did (lambda only falls to 0.8 at N = 500)
+    lamb_schedule = lambda_schedule_linear(args.lamb_start, args.lamb_end)
     fn = sampling.get_pc_fouriercs_RI_coil_SENSE(
         ctx.sde, ctx.predictor, ctx.corrector, ctx.inverse_scaler, lamb_schedule=lamb_schedule,
         sens=coil_maps(ctx), mask=ctx.mask, m_steps=m_steps,
