@@ -4,7 +4,7 @@ Same architecture family as the knee model (Fourier features, BigGAN resblocks, 
 input pyramid, skip_rescale, scale_by_sigma) with nf 32 and 2 res blocks per level (2.5 M parameters).
 Fully convolutional: attention only at the bottleneck, so a model trained on 96x96 crops reconstructs
 any image whose side is divisible by 8 (e.g. 320x320). Training data: Debian ``mricron-data``
-(``/usr/share/mricron/templates/ch2.nii.gz``, BSD-3), sliced along all three axes, with scale/rotation/
+(``ch2.nii.gz`` and its skull-stripped ``ch2bet.nii.gz``, BSD-3), sliced along all three axes, with scale/rotation/
 gamma/flip augmentation. See ``weights/colin27_ncsnpp_small.md`` for the training record.
 """
 import ml_collections
@@ -29,7 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     data = config.data
     data.dataset = 'nifti'
     data.root = ''
-    data.nifti_files = ('/usr/share/mricron/templates/ch2.nii.gz',)
+    data.nifti_files = ('/usr/share/mricron/templates/ch2.nii.gz',      # with skull
+                        '/usr/share/mricron/templates/ch2bet.nii.gz')   # skull-stripped
     data.slice_axes = (0, 1, 2)
     data.image_size = 96                # training crop; the model runs at any size divisible by 8
     data.resize = 'none'
@@ -37,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.vertical_flip = False
     data.random_crop = True
     data.rot_deg = 10.0
-    data.scale_range = (1.0, 1.8)       # 1 mm Colin27 -> 0.55-1 mm pixels (320x320 brain slices are ~0.7 mm)
+    data.scale_range = (1.1, 2.2)       # 1 mm Colin27 -> 0.45-0.9 mm pixels (a brain filling 320x320 is ~0.55 mm)
     data.gamma_range = (0.7, 1.4)
     data.eval_every = 10
 
