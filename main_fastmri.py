@@ -32,6 +32,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
         return FLAGS(argv)
     except flags.Error as e:
         _fail(e)
+    except AttributeError as e:  # a --config.<field>=... override naming a field the config lacks
+        _fail(f"bad config override: the config has no field {str(e).strip(chr(34))}")
     except Exception as e:  # errors raised while executing the config file
         _fail(f"cannot load the config: {type(e).__name__}: {e}")
 

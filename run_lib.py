@@ -168,17 +168,8 @@ def _build(config, device: torch.device):
 
 
 def _load_training_state(path: Path, model, ema, optimizer, device) -> dict:
-    """Restore raw weights, EMA, optimizer from a snapshot; return the loaded dict (step, rng, ...)."""
-    loaded = load_checkpoint(str(path), model, ema=None, optimizer=optimizer, device=device)
-    # training resumes the raw weights: load them explicitly (load_checkpoint may have copied EMA in)
-    weights = {k[len("module."):] if k.startswith("module.") else k: v for k, v in loaded["model"].items()}
-    weights.pop("sigmas", None)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if k != "sigmas"]:
-        raise CheckpointError(f"{path}: weights do not match the model of this config")
-    ema.load_state_dict(loaded["ema"])
-    ema.shadow_params = [p.to(device) for p in ema.shadow_params]
-    return loaded
+    """Restore raw weights, EMA and optimizer from a snapshot; return the loaded dict (step, rng, ...)."""
+    return load_checkpoint(str(path), model, ema=ema, optimizer=optimizer, device=device, copy_ema_to_model=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,8 +244,12 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
 
     net = model
     if ddp.active:
+        # the only buffer (sigmas) is constant: no per-forward buffer sync
+        import inspect
+        sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters else {"broadcast_buffers": False})
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            model, device_ids=[device.index] if device.type == "cuda" else None, **sync)
     state = dict(model=net, ema=ema, optimizer=optimizer, step=step, generator=generator)
     eval_state = dict(model=model, ema=ema, step=step, generator=eval_generator)
 
