@@ -23,6 +23,7 @@ Two modes:
   lambda over the schedule's own total.
 
 Every random number comes from an explicit ``torch.Generator``; the global RNG is never used.
+``max_batch`` evaluates the network in chunks (same result, less memory for many coils).
 ``t0 < 1`` starts from the data-consistent zero-filled estimate noised to sigma(t0) (Come-Closer-
 Diffuse-Faster, Chung et al. 2022) and runs N steps from t0 to eps: few-step reconstruction.
 """
@@ -316,7 +317,7 @@ def _pc_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
         t_next = (timesteps[i + 1] if i + 1 < n else zero) if use_grid else None
         zs = [None] * len(steps)
         if not faithful:
-            shape = _to_parts(x).shape
+            shape = (*x.shape[:2], 2 if x.is_complex() else 1, *x.shape[2:])  # [B, C, P, H, W]
             zs = [_randn((s.n_noise, *shape), generator, _real_dtype(x), x.device) for s in steps]
         if split:
             x_new, x_mean_new = torch.empty_like(x), torch.empty_like(x_mean)
@@ -342,12 +343,27 @@ def _pc_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
 # Builders (the original's public API; keyword-only additions: generator, faithful, callback, t0, ...)
 # ----------------------------------------------------------------------------------------------------------
 
+def _chunked(score_fn: ScoreFn, max_batch: int) -> ScoreFn:
+    """Evaluate ``score_fn`` in chunks of at most ``max_batch`` samples (same result, less memory)."""
+
+    def chunked_score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= max_batch:
+            return score_fn(x, t)
+        return torch.cat([score_fn(x[k:k + max_batch], t[k:k + max_batch])
+                          for k in range(0, x.shape[0], max_batch)])
+
+    return chunked_score_fn
+
+
 class _Setup:
     """What every builder shares: predictor/corrector classes, time grid, start noise level, step wrappers."""
 
     def __init__(self, sde, predictor, corrector, snr, n_steps, probability_flow, continuous, eps,
-                 generator, faithful, t0):
+                 generator, faithful, t0, max_batch=None):
         self.sde = sde
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
         self.predictor = get_predictor(predictor) if isinstance(predictor, str) else predictor
         self.corrector = get_corrector(corrector) if isinstance(corrector, str) else corrector
         self.snr, self.n_steps = snr, n_steps
@@ -381,6 +397,8 @@ class _Setup:
     def steps(self, model: torch.nn.Module, g: torch.Generator, order: str) -> list:
         """Step callables (x, t, z, t_next) -> (x, x_mean) in ``order`` ('CP' or 'PC'), one score function."""
         score_fn = mutils.get_score_fn(self.sde, model, train=False, continuous=self.continuous)
+        if self.max_batch is not None:
+            score_fn = _chunked(score_fn, self.max_batch)
         predictor_obj = self.predictor(self.sde, score_fn, self.probability_flow)
         corrector_obj = self.corrector(self.sde, score_fn, self.snr, self.n_steps, faithful=self.faithful)
 
@@ -426,14 +444,15 @@ def get_pc_sampler(sde: sde_lib.SDE, shape: Sequence[int], predictor, corrector,
                    snr: float, n_steps: int = 1, probability_flow: bool = False, continuous: bool = False,
                    denoise: bool = True, eps: float = 1e-3, device=None, *,
                    generator: torch.Generator | None = None, faithful: bool = False,
-                   callback: Callback | None = None, t0: float | None = None) -> Callable:
+                   callback: Callback | None = None, t0: float | None = None,
+                   max_batch: int | None = None) -> Callable:
     """Algorithm 1: unconditional PC sampling (corrector then predictor); returns fn(model, x0=None).
 
     fn returns (samples [shape], number of network evaluations). ``device`` defaults to the model's.
     With ``t0 < 1``, fn needs ``x0``: sampling starts from x0 + sigma(t0) z (SDEdit-style).
     """
     setup = _Setup(sde, predictor, corrector, snr, n_steps, probability_flow, continuous, eps, generator,
-                   faithful, t0)
+                   faithful, t0, max_batch)
 
     def pc_sampler(model: torch.nn.Module, x0: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         dev = device if device is not None else next(model.parameters()).device
@@ -457,14 +476,14 @@ def get_pc_fouriercs_fast(sde: sde_lib.SDE, predictor, corrector, inverse_scaler
                           n_steps: int = 1, probability_flow: bool = False, continuous: bool = False,
                           denoise: bool = True, eps: float = 1e-5, *, generator: torch.Generator | None = None,
                           faithful: bool = False, callback: Callback | None = None,
-                          t0: float | None = None) -> Callable:
+                          t0: float | None = None, max_batch: int | None = None) -> Callable:
     """Algorithm 2 (real-valued images): returns fn(model, data, mask, Fy) -> image [B, 1, H, W].
 
     Start x = Re(ifft2(Fy + fft2(sigma z)(1 - mask))), then per step: corrector, real data consistency,
     predictor, real data consistency (single-coil shifted FFT, ``utils.SingleCoilCartesian``).
     """
     setup = _Setup(sde, predictor, corrector, snr, n_steps, probability_flow, continuous, eps, generator,
-                   faithful, t0)
+                   faithful, t0, max_batch)
 
     def pc_fouriercs(model: torch.nn.Module, data: torch.Tensor, mask: torch.Tensor,
                      Fy: torch.Tensor) -> torch.Tensor:
@@ -490,14 +509,14 @@ def get_pc_fouriercs_RI(sde: sde_lib.SDE, predictor, corrector, inverse_scaler: 
                         n_steps: int = 1, probability_flow: bool = False, continuous: bool = False,
                         denoise: bool = True, eps: float = 1e-5, *, generator: torch.Generator | None = None,
                         faithful: bool = False, callback: Callback | None = None,
-                        t0: float | None = None) -> Callable:
+                        t0: float | None = None, max_batch: int | None = None) -> Callable:
     """Algorithm 3 (complex single-coil): returns fn(model, data, mask, Fy) -> complex image [B, 1, H, W].
 
     Real and imaginary parts share each corrector/predictor step (corrector first), followed by complex
     data consistency of x and x_mean. The original starts from real noise; the fixed mode from complex noise.
     """
     setup = _Setup(sde, predictor, corrector, snr, n_steps, probability_flow, continuous, eps, generator,
-                   faithful, t0)
+                   faithful, t0, max_batch)
 
     def pc_fouriercs(model: torch.nn.Module, data: torch.Tensor, mask: torch.Tensor,
                      Fy: torch.Tensor) -> torch.Tensor:
@@ -558,14 +577,14 @@ def get_pc_fouriercs_RI_PI_SSOS(sde: sde_lib.SDE, predictor, corrector, inverse_
                                 denoise: bool = True, eps: float = 1e-5, mask: torch.Tensor | None = None, *,
                                 generator: torch.Generator | None = None, faithful: bool = False,
                                 callback: Callback | None = None, t0: float | None = None,
-                                batch_coils: bool = True) -> Callable:
+                                batch_coils: bool = True, max_batch: int | None = None) -> Callable:
     """Algorithm 4 (multi-coil, separate coils): returns fn(model, data, y) -> coil images [B, C, H, W].
 
     Combine the result with ``utils.root_sum_of_squares``. ``batch_coils``: all coils and parts in one
     network call per step (fixed mode; ignored when ``faithful``, which calls per coil and part).
     """
     setup = _Setup(sde, predictor, corrector, snr, n_steps, probability_flow, continuous, eps, generator,
-                   faithful, t0)
+                   faithful, t0, max_batch)
     return _multicoil_sampler(setup, inverse_scaler, denoise, mask, batch_coils, callback)
 
 
@@ -576,7 +595,7 @@ def get_pc_fouriercs_RI_coil_SENSE(sde: sde_lib.SDE, predictor, corrector, inver
                                    mask: torch.Tensor | None = None, m_steps: int = 10, *,
                                    generator: torch.Generator | None = None, faithful: bool = False,
                                    callback: Callback | None = None, t0: float | None = None,
-                                   batch_coils: bool = True) -> Callable:
+                                   batch_coils: bool = True, max_batch: int | None = None) -> Callable:
     """Algorithm 5 (hybrid): Algorithm 4 plus, every ``m_steps`` iterations, a SENSE Kaczmarz step.
 
     Returns fn(model, data, y) -> coil images [B, C, H, W]. Fixed mode: x_c += S_c lamb A^H(y - A S^H x)
@@ -589,7 +608,7 @@ def get_pc_fouriercs_RI_coil_SENSE(sde: sde_lib.SDE, predictor, corrector, inver
         raise ValueError(f"m_steps must be >= 1, got {m_steps}")
     lamb_schedule = lambda_schedule_linear(1.0, 0.2) if lamb_schedule is None else lamb_schedule
     setup = _Setup(sde, predictor, corrector, snr, n_steps, probability_flow, continuous, eps, generator,
-                   faithful, t0)
+                   faithful, t0, max_batch)
     op = SENSE(sens, mask) if mask is not None else None
 
     def post_step_for(y):

@@ -87,14 +87,16 @@ def test_alg5_hybrid(golden, small_model):
 
 
 def test_fixed_mode_batched_equals_per_coil_with_network(golden, small_model):
-    """With the real network (GroupNorm per sample), one batched call per step equals per-coil calls."""
+    """With the real network (GroupNorm per sample), one batched call per step equals per-coil calls and
+    chunked calls (max_batch)."""
     case = golden["alg5_hybrid"]
     sde = sde_lib.VESDE(0.01, 378, N=2)
     coils = slice(0, 2)
     outs = []
-    for batch_coils in (True, False):
+    for batch_coils, max_batch in ((True, None), (False, None), (True, 3)):
         kw = builder_kwargs(case) | dict(faithful=False, generator=torch.Generator().manual_seed(0))
         fn = sampling.get_pc_fouriercs_RI_coil_SENSE(sde, sens=case["sens"][:, coils], mask=case["mask"][:, coils],
-                                                     m_steps=1, batch_coils=batch_coils, **kw)
+                                                     m_steps=1, batch_coils=batch_coils, max_batch=max_batch, **kw)
         outs.append(fn(small_model, case["data"][:, coils], case["y"][:, coils]))
     assert_matches(outs[0], outs[1])
+    assert_matches(outs[0], outs[2])
