@@ -169,7 +169,8 @@ class SliceDataset:
             return _read_png(path)
         if kind == "nifti":
             axis, s = idx
-            return normalize_slice(np.take(self._load_volume(path), s, axis=axis))
+            index = (slice(None),) * axis + (s,)  # a view (np.take would copy the whole volume)
+            return normalize_slice(self._load_volume(path)[index])
         raise ValueError(f"unknown item kind {kind!r}")
 
     def get(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
