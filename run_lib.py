@@ -15,7 +15,7 @@ import json
 import math
 import os
 import signal
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -246,10 +246,10 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
     if ddp.active:
         # the only buffer (sigmas) is constant: no per-forward buffer sync
         import inspect
-        sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters else {"broadcast_buffers": False})
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, **sync)
+        DDP = torch.nn.parallel.DistributedDataParallel
+        sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                else {"broadcast_buffers": False})
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **sync)
     state = dict(model=net, ema=ema, optimizer=optimizer, step=step, generator=generator)
     eval_state = dict(model=model, ema=ema, step=step, generator=eval_generator)
 
@@ -285,7 +285,6 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
         if signum == signal.SIGINT:  # a second Ctrl-C interrupts at once
             signal.signal(signal.SIGINT, old_handlers.get(signal.SIGINT, signal.default_int_handler))
 
-    import threading
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGTERM, signal.SIGINT):
             old_handlers[s] = signal.signal(s, _request_stop)
@@ -440,6 +439,8 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> list[dict]:
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise UserError(f"work directory {workdir} does not exist")
+    if int(os.environ.get("RANK", 0)) != 0:  # launched by torchrun: evaluation runs on rank 0 only
+        return []
     out_dir = workdir / eval_folder
     ckpts = _select_checkpoints(config, workdir)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

@@ -7,7 +7,7 @@
 # WORKDIR    checkpoints, stdout.txt, samples (default: runs/fastmri_knee_320_ncsnpp_continuous)
 # CONFIG     config file (default: configs/ve/fastmri_knee_320_ncsnpp_continuous.py)
 # NPROC      processes (> 1: torchrun --standalone --nproc_per_node NPROC; gloo on CPU, nccl on GPU)
-# N_ITERS    training steps (config.training.n_iters; default 1000000)
+# N_ITERS    training steps (config.training.n_iters; default 0 = config.training.epochs passes)
 # Extra arguments are passed to main_fastmri.py, e.g. --config.training.batch_size=2 --mode=eval.
 set -euo pipefail
 cd "$(dirname "$0")"
