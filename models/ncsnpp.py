@@ -222,6 +222,10 @@ class NCSNpp(nn.Module):
         With the 'positional' embedding, time_cond is an integer index into ``sigmas``.
         H and W must be divisible by 2**(len(ch_mult) - 1).
         """
+        factor = 2 ** (self.num_resolutions - 1)
+        if x.ndim != 4 or x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(f"NCSN++ expects [B, C, H, W] inputs with H and W divisible by {factor}, "
+                             f"got shape {tuple(x.shape)}")
         modules = self.all_modules
         m_idx = 0
         # --- noise-level embedding -------------------------------------------------------------

@@ -17,6 +17,9 @@ from torch.autograd import Function
 
 _MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
+# dtypes the compiled kernels accept (others use the native path).
+_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 # Compiled extension (None until a CUDA tensor is seen and the build succeeds).
 _cuda_module = None
 _cuda_failed = False
@@ -105,8 +108,7 @@ def fused_leaky_relu(input: torch.Tensor, bias: torch.Tensor | None = None,
     if bias is not None and (bias.ndim != 1 or input.ndim < 2 or bias.shape[0] != input.shape[1]):
         raise ValueError(f"bias of shape {tuple(bias.shape)} does not match input channels "
                          f"{tuple(input.shape)}")
-    if input.is_cuda and input.dtype in (torch.float16, torch.float32, torch.float64) \
-            and _load_cuda() is not None:
+    if input.is_cuda and input.dtype in _CUDA_DTYPES and _load_cuda() is not None:
         return _FusedLeakyReLU.apply(input, bias, float(negative_slope), float(scale))
     return fused_leaky_relu_native(input, bias, negative_slope, scale)
 

@@ -1,5 +1,5 @@
 // CUDA kernels for the fused bias + leaky ReLU + scale op and its gradient (elementwise,
-// grid-stride loops, accumulation in the op-math type so half precision is computed in float).
+// grid-stride loops, accumulation in the op-math type so half and bfloat16 are computed in float).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -57,7 +57,8 @@ torch::Tensor fused_bias_act_cuda(const torch::Tensor& input, const torch::Tenso
   for (int64_t d = 2; d < input.dim(); ++d) inner *= input.size(d);
   const int threads = 256;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(input.scalar_type(), "fused_bias_act_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16,
+                                  input.scalar_type(), "fused_bias_act_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     fused_bias_act_kernel<scalar_t><<<(unsigned)num_blocks(n, threads), threads, 0, stream>>>(
         input.data_ptr<scalar_t>(), has_bias ? bias.data_ptr<scalar_t>() : nullptr,
@@ -76,7 +77,8 @@ torch::Tensor fused_bias_act_grad_cuda(const torch::Tensor& grad_out, const torc
   if (n == 0) return grad_in;
   const int threads = 256;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(grad_out.scalar_type(), "fused_bias_act_grad_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16,
+                                  grad_out.scalar_type(), "fused_bias_act_grad_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     fused_bias_act_grad_kernel<scalar_t><<<(unsigned)num_blocks(n, threads), threads, 0, stream>>>(
         grad_out.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), grad_in.data_ptr<scalar_t>(), n,

@@ -71,7 +71,8 @@ torch::Tensor upfirdn2d_cuda(const torch::Tensor& input, const torch::Tensor& ke
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 1 << 22);
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(input.scalar_type(), "upfirdn2d_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16,
+                                  input.scalar_type(), "upfirdn2d_cuda", [&] {
     upfirdn2d_direct_kernel<scalar_t><<<(unsigned)blocks, threads, 0, stream>>>(
         input.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
         B * C, (int)in_h, (int)in_w, (int)out_h, (int)out_w, (int)kh, (int)kw, (int)up_x,

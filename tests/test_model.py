@@ -186,6 +186,8 @@ def test_attention_levels_from_config(reference):
         with torch.no_grad():
             out = model(x, torch.tensor([1.0]))
         assert out.shape == x.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(torch.rand(1, 1, 34, 32), torch.tensor([1.0]))
 
 
 def test_knee_structure_runs_on_inputs_passing_width_16():
