@@ -81,14 +81,13 @@ def get_score_fn(sde, model: torch.nn.Module, train: bool = False,
                  continuous: bool = False) -> Callable:
     """Score function s(x, t) of a trained model for the given SDE.
 
-    VE-SDE: continuous -> labels = sigma(t) (the marginal std); discrete -> labels =
-    round((T - t) * (N - 1)), an index into the descending ``sigmas`` (t = T is sigma_max).
-    VP / sub-VP: network output divided by -std(t) (labels t * 999, or t * (N - 1)).
+    VE-SDE (the only SDE of this project): continuous -> labels = sigma(t) (the marginal std);
+    discrete -> labels = round((T - t) * (N - 1)), an index into the descending ``sigmas``
+    (t = T is sigma_max). Other SDE classes raise NotImplementedError.
     """
     import sde_lib  # written by another part of the project; imported lazily
 
     model_fn = get_model_fn(model, train=train)
-    vp_types = tuple(getattr(sde_lib, n) for n in ("VPSDE", "subVPSDE") if hasattr(sde_lib, n))
 
     if isinstance(sde, sde_lib.VESDE):
         def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -97,20 +96,6 @@ def get_score_fn(sde, model: torch.nn.Module, train: bool = False,
             else:
                 labels = torch.round((sde.T - t) * (sde.N - 1)).long()
             return model_fn(x, labels)
-
-    elif vp_types and isinstance(sde, vp_types):
-        sub_vp = hasattr(sde_lib, "subVPSDE") and isinstance(sde, sde_lib.subVPSDE)
-
-        def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if continuous or sub_vp:
-                labels = t * 999
-                score = model_fn(x, labels)
-                std = sde.marginal_prob(torch.zeros_like(x), t)[1]
-            else:
-                labels = t * (sde.N - 1)
-                score = model_fn(x, labels)
-                std = sde.sqrt_1m_alphas_cumprod.to(labels.device)[labels.long()]
-            return -score / std[:, None, None, None]
 
     else:
         raise NotImplementedError(f"SDE class {type(sde).__name__} not yet supported.")
