@@ -251,6 +251,8 @@ def load_problem(args: argparse.Namespace, family: str, image_size: int) -> Prob
     task = getattr(args, "task", None)
     path = resolve_data(args.data, family, task)
     suffix = path.suffix.lower()
+    if args.slice is not None and suffix not in (".h5", ".hdf5"):
+        raise UserError(f"--slice applies to .h5 inputs only, not {path.name}")
     if suffix in KSPACE_SUFFIXES:
         if suffix in (".h5", ".hdf5"):
             ksp, stored_mask, s = read_h5(path, args.slice)      # [C, H, W]
@@ -531,14 +533,18 @@ def _metrics(label: np.ndarray | None, img: np.ndarray) -> dict | None:
     return metrics.evaluate(_magnitude(label).astype(np.float64), _magnitude(img).astype(np.float64))
 
 
-def _figure(path: Path, name: str, panels: list[tuple[str, np.ndarray]]) -> None:
-    """One figure with the zero-filled input, recon, label, |error| and std side by side."""
+def _figure(path: Path, name: str, panels: list[tuple[str, np.ndarray]], vmax: float) -> None:
+    """One figure with the zero-filled input, recon, label (grey, common range [0, vmax]), |error| and std."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4), squeeze=False)
     for ax, (title, img) in zip(axes[0], panels):
-        ax.imshow(img, cmap="gray" if "error" not in title and "std" not in title else "magma")
+        if "error" in title or "std" in title:
+            im = ax.imshow(img, cmap="magma")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        else:
+            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.suptitle(name, fontsize=10)
@@ -558,7 +564,7 @@ def _save(args, alg: Algorithm, config, settings: Settings, problem: Problem, ki
     name = problem.name
     zf_m, recon_m = _metrics(label, x_in), _metrics(label, recon)
     record = {
-        "name": name, "input": str(problem.source), "kind": kind, "task": problem.task,
+        "name": name, "input": str(problem.source.resolve()), "kind": kind, "task": problem.task,
         "zero_filled": zf_m, "recon": recon_m, "seconds": round(seconds, 3), "network_calls": calls,
         "N": settings.N, "m": settings.m, "snr": settings.snr, "predictor": settings.predictor,
         "corrector": settings.corrector, "fast": settings.fast, "t0": settings.t0, "seed": settings.seed,
@@ -613,7 +619,8 @@ def _save(args, alg: Algorithm, config, settings: Settings, problem: Problem, ki
                        ("|error|", np.abs(_magnitude(label) - _magnitude(recon)))]
         if std is not None:
             panels.append((f"std (K={args.num_samples})", _magnitude(std)))
-        _figure(put(f"{name}_figure.png"), f"{name} ({kind}, N={settings.N})", panels)
+        vmax = float(_magnitude(label if label is not None else x_in).max()) or 1.0
+        _figure(put(f"{name}_figure.png"), f"{name} ({kind}, N={settings.N})", panels, vmax)
 
         for p in sorted(scratch.rglob("*")):
             if p.is_file():

@@ -103,6 +103,24 @@ def column_mask(w: int, every: int = 3) -> np.ndarray:
     return m
 
 
+def expected_label(key: str, fmt: str) -> np.ndarray:
+    """The label the scripts should save: the (cropped, max-normalised) image in the algorithm's domain."""
+    multi = key in ("SSOS", "hybrid")
+    h, w = (SIZE + 8, SIZE + 4) if fmt == "h5" else (SIZE, SIZE)
+    img = coil_images(h, w) if multi else phantom(h, w)[None]
+    img = img[:, (h - SIZE) // 2:(h - SIZE) // 2 + SIZE, (w - SIZE) // 2:(w - SIZE) // 2 + SIZE]
+    if key == "real" or multi:
+        img = np.sqrt(np.sum(np.abs(img) ** 2, axis=0, keepdims=True)) if multi or fmt != "npy" else np.abs(img)
+        if key == "real" and fmt != "npy":
+            return img[0] / img.max()
+        if key == "real":
+            return img[0]
+        scale = np.abs(coil_images(h, w)[:, (h - SIZE) // 2:(h - SIZE) // 2 + SIZE,
+                                          (w - SIZE) // 2:(w - SIZE) // 2 + SIZE]).max()
+        return img[0] / scale
+    return img[0] / np.abs(img).max()
+
+
 def make_input(tmp_path: Path, key: str, fmt: str) -> tuple[Path, str, tuple[int, int]]:
     """Write an input file of format fmt for script key; return (path, expected name, image shape)."""
     multi = key in ("SSOS", "hybrid")
@@ -200,6 +218,7 @@ def test_script_end_to_end(tmp_path, tiny, capsys, monkeypatch, key, fmt):
     recon, label = np.load(root / "recon" / f"{name}.npy"), np.load(root / "label" / f"{name}.npy")
     mask = np.load(root / "input" / f"{name}_mask.npy")
     assert recon.shape == label.shape == mask.shape == shape
+    np.testing.assert_allclose(label, expected_label(key, fmt), atol=2e-5)  # FFT conventions, crop, scale
     assert np.isfinite(recon).all()
     assert set(np.unique(mask)) <= {0.0, 1.0} and 0 < mask.mean() < 1
     if key == "single-coil":
@@ -276,6 +295,35 @@ def test_prospective_kspace_file_detects_mask(tmp_path, tiny, capsys):
     assert np.load(root / "recon" / "test_s0.npy").shape == (SIZE, SIZE + 4)
     np.testing.assert_array_equal(np.load(root / "input" / "test_s0_mask.npy")[0], m)
     assert json.loads((root / "test_s0_metrics.json").read_text())["task"] == "prospective"
+
+
+@pytest.mark.parametrize("fmt", ["h5", "cfl"])
+def test_recon_keeps_measured_kspace(tmp_path, tiny, capsys, fmt):
+    """Data consistency through the whole pipeline (Algorithm 3): the recon's sampled k-space is the label's."""
+    import torch
+    from utils import fft2
+    key = "single-coil"
+    data, name, _ = make_input(tmp_path, key, fmt)
+    status, _, err = run_inproc(key, tiny, "--data", str(data), "--corrector", "none", "--acc_factor", "2",
+                                "--save_dir", str(tmp_path / "o"), capsys=capsys)
+    assert status == 0, err
+    root = tmp_path / "o" / KINDS[key]
+    mask = torch.from_numpy(np.load(root / "input" / f"{name}_mask.npy"))
+    recon = torch.from_numpy(np.load(root / "recon" / f"{name}.npy")).to(torch.complex64)
+    label = torch.from_numpy(np.load(root / "label" / f"{name}.npy")).to(torch.complex64)
+    Fy = fft2(label) * mask
+    err = (fft2(recon) * mask - Fy).abs().max() / Fy.abs().max()
+    assert err < 1e-3
+    assert ((fft2(recon) - fft2(label)) * (1 - mask)).abs().max() > 1e-2  # unsampled part was sampled anew
+
+
+def test_fast_mode_t0(tmp_path, tiny, capsys):
+    data, name, _ = make_input(tmp_path, "real", "npy")
+    status, _, err = run_inproc("real", tiny, "--data", str(data), "--t0", "0.3", "--save_dir", str(tmp_path / "o"),
+                                capsys=capsys)
+    assert status == 0, err
+    rec = json.loads((tmp_path / "o" / "real" / "retrospective" / f"{name}_metrics.json").read_text())
+    assert rec["fast"] is True and rec["t0"] == 0.3
 
 
 def test_num_samples_writes_std(tmp_path, tiny, capsys):
