@@ -1,0 +1,96 @@
+"""Runtime speed settings for inference (measured in ``benchmarks/forward_speed.py``).
+
+* :func:`configure_cpu_allocator`: glibc returns every allocation above the mmap threshold (>= 32 MiB
+  once the dynamic threshold has grown) to the OS when it is freed, so each NCSN++ forward at 320x320
+  page-faults and zeroes its large feature maps again (8-10 s of system time in a 17 s forward of the
+  knee model). Keeping freed memory in the heap (no mmap, large trim threshold) removes that cost.
+* :func:`prepare_model_for_inference`: eval mode, no parameter gradients, optional channels_last memory
+  format (keeps the outputs; whether it is faster depends on the machine, see the benchmark).
+* :func:`inference`: ``torch.inference_mode`` (no autograd bookkeeping, no version counters).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import platform
+import sys
+
+import torch
+
+__all__ = ["configure_cpu_allocator", "prepare_model_for_inference", "inference", "allocator_state"]
+
+# glibc mallopt parameter numbers (<malloc.h>).
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_MAX = -4
+
+_INT_MAX = 2 ** 31 - 1                 # mallopt takes a C int
+_DEFAULT_TRIM_THRESHOLD = _INT_MAX     # 2 GiB: keep up to 2 GiB of free memory at the top of the heap
+_DEFAULT_TOP_PAD = 1 << 26             # grow the heap 64 MiB at a time (fewer brk calls)
+
+_state: dict = {"configured": False, "settings": None}
+
+
+def _glibc():
+    """The process's glibc as a ctypes library, or None on other C libraries / platforms."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        libc.mallopt.restype = ctypes.c_int
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def configure_cpu_allocator(trim_threshold: int = _DEFAULT_TRIM_THRESHOLD,
+                            top_pad: int = _DEFAULT_TOP_PAD) -> bool:
+    """Keep freed tensor memory in the glibc heap (M_MMAP_MAX=0, large M_TRIM_THRESHOLD, M_TOP_PAD).
+
+    Same effect as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>`` in the environment, but usable
+    from inside Python (values are clamped to a C int). Call it once before the first large allocation; repeated calls are harmless.
+    Returns True when the settings are in effect, False off glibc (a no-op there).
+    The cost: the process keeps its peak heap size until it exits.
+    """
+    settings = (int(min(max(trim_threshold, 0), _INT_MAX)), int(min(max(top_pad, 0), _INT_MAX)))
+    if _state["configured"] and _state["settings"] == settings:
+        return True
+    libc = _glibc()
+    if libc is None:
+        return False
+    trim, pad = settings
+    ok = bool(libc.mallopt(_M_MMAP_MAX, 0))
+    ok &= bool(libc.mallopt(_M_TRIM_THRESHOLD, trim))
+    ok &= bool(libc.mallopt(_M_TOP_PAD, pad))
+    _state["configured"], _state["settings"] = ok, settings if ok else None
+    return ok
+
+
+def allocator_state() -> dict:
+    """What :func:`configure_cpu_allocator` has set in this process (for benchmark records)."""
+    trim_pad = _state["settings"] or (None, None)
+    return {"configured": _state["configured"], "mmap_max": 0 if _state["configured"] else None,
+            "trim_threshold": trim_pad[0], "top_pad": trim_pad[1]}
+
+
+def prepare_model_for_inference(model: torch.nn.Module, device: torch.device | str | None = None, *,
+                                channels_last: bool = False) -> torch.nn.Module:
+    """Eval mode, frozen parameters, on ``device``; ``channels_last`` converts the 4-D weights to NHWC.
+
+    The model's outputs stay the same up to float rounding. Returns the (same, modified in place) model.
+    """
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def inference() -> contextlib.AbstractContextManager:
+    """Context for sampling: ``torch.inference_mode()`` (faster than ``no_grad``; tensors made inside
+    cannot later be used in autograd)."""
+    return torch.inference_mode()
