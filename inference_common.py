@@ -67,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentParser:
     """Flags shared by every script: the original's, plus config/checkpoint, seed, device and sampler settings."""
-    p = _Parser(description=description)
+    p = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True,
                    help="sample name (looked up in <repo>/samples/<kind>/) or a path to .npy (image), "
                         ".h5 (fastMRI k-space) or .cfl/.hdr (BART k-space)")
@@ -254,13 +254,13 @@ def load_problem(args: argparse.Namespace, family: str, image_size: int) -> Prob
     if args.slice is not None and suffix not in (".h5", ".hdf5"):
         raise UserError(f"--slice applies to .h5 inputs only, not {path.name}")
     if suffix in KSPACE_SUFFIXES:
-        if suffix in (".h5", ".hdf5"):
-            ksp, stored_mask, s = read_h5(path, args.slice)      # [C, H, W]
-            name = f"{path.stem}_s{s}"
-        else:
-            ksp, stored_mask, name = cfl_to_kspace(read_cfl(path)), None, path.stem
+        if suffix in (".h5", ".hdf5"):  # fastMRI: crop to the stored reconstruction's size, else the model's
+            ksp, stored_mask, s, crop = read_h5(path, args.slice)        # [C, H, W]
+            name, crop = f"{path.stem}_s{s}", crop or (image_size, image_size)
+        else:                           # BART: the k-space matrix as it is
+            ksp, stored_mask, name, crop = cfl_to_kspace(read_cfl(path)), None, path.stem, None
         check_finite(ksp, f"k-space {path}")
-        return _problem_from_kspace(ksp, stored_mask, name, path, task, family, image_size)
+        return _problem_from_kspace(ksp, stored_mask, name, path, task, family, crop)
     if suffix != ".npy":
         raise UserError(f"unsupported input {path}: expected .npy, .h5 or .cfl/.hdr")
     a = read_npy(path)
@@ -293,8 +293,12 @@ def _mask_from_zeros(ksp: np.ndarray, path: Path) -> np.ndarray | None:
 
 
 def _problem_from_kspace(ksp: np.ndarray, stored_mask: np.ndarray | None, name: str, path: Path,
-                         task: str | None, family: str, image_size: int) -> Problem:
-    """k-space [C, H, W] -> image; retrospective inputs are cropped to the model size as fastMRI does."""
+                         task: str | None, family: str, crop: tuple[int, int] | None) -> Problem:
+    """k-space [C, H, W] -> image, centre-cropped in image space to ``crop`` as fastMRI does.
+
+    Prospective data with a column mask is cropped along the readout (rows) only, which keeps the
+    measured columns exact; other prospective data is not cropped.
+    """
     shape = ksp.shape[-2:]
     if stored_mask is not None:
         mask = _as_mask(stored_mask, shape, f"stored mask of {path}")
@@ -302,14 +306,15 @@ def _problem_from_kspace(ksp: np.ndarray, stored_mask: np.ndarray | None, name: 
         mask = _mask_from_zeros(ksp, path)
     task = task or ("prospective" if mask is not None else "retrospective")
     if task == "retrospective":
-        image = _crop(_ifft2c(ksp), image_size, image_size)           # [C, h, w]
+        image = _ifft2c(ksp)                                            # [C, H, W]
+        image = image if crop is None else _crop(image, *crop)          # [C, h, w]
         mask = None
     else:
         if mask is None:
             raise UserError(f"--task prospective: {path} is fully sampled and stores no mask")
         image = _ifft2c(ksp * mask)                                     # aliased [C, H, W]
-        if (mask == mask[:1]).all():  # column mask: cropping the readout (rows) in image space is exact
-            image = _crop(image, image_size, image.shape[-1])
+        if crop is not None and (mask == mask[:1]).all():  # column mask: a readout (row) crop is exact
+            image = _crop(image, crop[0], image.shape[-1])
             mask = np.ascontiguousarray(mask[:image.shape[-2]])
     if family != "multi-coil" and image.shape[0] > 1:
         if not (family == "real" and task == "retrospective"):

@@ -97,8 +97,34 @@ def cfl_to_kspace(ksp: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- fastMRI .h5
 
-def read_h5(path: str | Path, slice_index: int | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Read one slice of a fastMRI file: (kspace ``[coils, H, W]``, stored mask or None, slice)."""
+def _h5_recon_size(f) -> tuple[int, int] | None:
+    """fastMRI's crop size: the stored reconstruction's shape, else the ISMRMRD header's reconSpace matrix."""
+    for key in ("reconstruction_rss", "reconstruction_esc"):
+        if key in f and f[key].ndim >= 2:
+            return tuple(int(v) for v in f[key].shape[-2:])
+    if "ismrmrd_header" in f:
+        import xml.etree.ElementTree as ET
+        try:
+            xml = f["ismrmrd_header"][()]
+            xml = xml.encode() if isinstance(xml, str) else bytes(xml if isinstance(xml, bytes) else
+                                                                  np.asarray(xml).tobytes())
+            root = ET.fromstring(xml.rstrip(b"\0"))
+            ns = {"m": root.tag.split("}")[0].strip("{")} if root.tag.startswith("{") else {}
+            q = "m:" if ns else ""
+            size = root.find(f"{q}encoding/{q}reconSpace/{q}matrixSize", ns)
+            return int(size.find(f"{q}x", ns).text), int(size.find(f"{q}y", ns).text)
+        except (ET.ParseError, AttributeError, TypeError, ValueError):
+            return None
+    return None
+
+
+def read_h5(path: str | Path, slice_index: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray | None, int, tuple[int, int] | None]:
+    """One slice of a fastMRI file: (kspace ``[coils, H, W]``, stored mask or None, slice, crop size or None).
+
+    The crop size is what fastMRI crops the image to: the shape of the stored reconstruction, else the
+    header's reconSpace matrix size (x, y), else None.
+    """
     import h5py
 
     path = Path(path)
@@ -123,8 +149,9 @@ def read_h5(path: str | Path, slice_index: int | None = None) -> tuple[np.ndarra
         slice_index %= n
         ksp = np.asarray(kspace[slice_index])
         mask = np.asarray(f["mask"]) if "mask" in f else None
+        recon_size = _h5_recon_size(f)
     if not np.iscomplexobj(ksp):
         raise UserError(f"{path}: 'kspace' must be complex, got dtype {ksp.dtype}")
     if ksp.ndim == 2:
         ksp = ksp[None]                                    # [1, H, W]
-    return ksp.astype(np.complex64), mask, slice_index
+    return ksp.astype(np.complex64), mask, slice_index, recon_size

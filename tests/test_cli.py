@@ -326,6 +326,21 @@ def test_fast_mode_t0(tmp_path, tiny, capsys):
     assert rec["fast"] is True and rec["t0"] == 0.3
 
 
+def test_h5_crop_to_stored_reconstruction(tmp_path, tiny, capsys):
+    """Real algorithm on a multi-coil .h5: crop to reconstruction_rss's size, label = RSS (max 1)."""
+    import h5py
+    coils = coil_images(SIZE + 8, SIZE + 4)
+    with h5py.File(tmp_path / "train.h5", "w") as f:
+        f["kspace"] = fft2c(coils)[None]
+        f["reconstruction_rss"] = np.zeros((1, 24, 24), np.float32)
+    status, _, err = run_inproc("real", tiny, "--data", str(tmp_path / "train.h5"), "--save_dir", str(tmp_path / "o"),
+                                capsys=capsys)
+    assert status == 0, err
+    label = np.load(tmp_path / "o" / "real" / "retrospective" / "label" / "train_s0.npy")
+    rss = np.sqrt(np.sum(np.abs(coils) ** 2, axis=0))[8:32, 6:30]  # centre 24 x 24 of 40 x 36
+    np.testing.assert_allclose(label, rss / rss.max(), atol=2e-5)
+
+
 def test_num_samples_writes_std(tmp_path, tiny, capsys):
     data, name, _ = make_input(tmp_path, "single-coil", "npy")
     status, out, err = run_inproc("single-coil", tiny, "--data", str(data), "--num_samples", "2",

@@ -54,15 +54,15 @@ def test_read_h5(tmp_path):
     ksp = (rng.randn(3, 2, 8, 6) + 1j * rng.randn(3, 2, 8, 6)).astype(np.complex64)
     with h5py.File(tmp_path / "mc.h5", "w") as f:
         f["kspace"] = ksp
-    out, mask, s = read_h5(tmp_path / "mc.h5")
-    assert s == 1 and mask is None and out.shape == (2, 8, 6)
+    out, mask, s, crop = read_h5(tmp_path / "mc.h5")
+    assert s == 1 and mask is None and crop is None and out.shape == (2, 8, 6)
     np.testing.assert_array_equal(out, ksp[1])
-    out, _, s = read_h5(tmp_path / "mc.h5", -1)
+    out, _, s, _ = read_h5(tmp_path / "mc.h5", -1)
     assert s == 2
     with h5py.File(tmp_path / "sc.h5", "w") as f:
         f["kspace"] = ksp[:, 0]
         f["mask"] = np.array([0, 1, 1, 0, 1, 0], bool)
-    out, mask, s = read_h5(tmp_path / "sc.h5", 0)
+    out, mask, s, _ = read_h5(tmp_path / "sc.h5", 0)
     assert out.shape == (1, 8, 6) and mask.shape == (6,)
     with pytest.raises(UserError, match="out of range"):
         read_h5(tmp_path / "sc.h5", 3)
@@ -86,3 +86,24 @@ def test_read_npy(tmp_path):
     np.save(tmp_path / "d.npy", np.array(["x", "y"]))
     with pytest.raises(UserError, match="numeric"):
         read_npy(tmp_path / "d.npy")
+
+
+HEADER = (b'<?xml version="1.0" encoding="utf-8"?>\n<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
+          b'<encoding><encodedSpace><matrixSize><x>640</x><y>368</y><z>1</z></matrixSize></encodedSpace>'
+          b'<reconSpace><matrixSize><x>320</x><y>300</y><z>1</z></matrixSize></reconSpace></encoding>'
+          b'</ismrmrdHeader>')
+
+
+def test_h5_crop_size(tmp_path):
+    """fastMRI's crop: the stored reconstruction's shape, else the header's reconSpace matrix."""
+    h5py = pytest.importorskip("h5py")
+    ksp = np.ones((1, 8, 6), np.complex64)
+    with h5py.File(tmp_path / "hdr.h5", "w") as f:
+        f["kspace"] = ksp
+        f["ismrmrd_header"] = HEADER
+    assert read_h5(tmp_path / "hdr.h5")[3] == (320, 300)
+    with h5py.File(tmp_path / "rss.h5", "w") as f:
+        f["kspace"] = ksp
+        f["ismrmrd_header"] = HEADER
+        f["reconstruction_rss"] = np.zeros((1, 4, 2), np.float32)
+    assert read_h5(tmp_path / "rss.h5")[3] == (4, 2)
