@@ -442,6 +442,30 @@ def _magnitude(img: np.ndarray) -> np.ndarray:
 # Running
 # ----------------------------------------------------------------------------------------------------------
 
+def _measure(alg: Algorithm, args: argparse.Namespace, settings: Settings, problem: Problem, image):
+    """Mask [1, C, H, W] (given, or simulated with ``utils.get_mask``), measured k-space Fy and zero-filled x."""
+    import torch
+    import utils
+
+    H, W = image.shape[-2:]
+    if problem.mask is None:
+        if not args.mask_type.endswith("1d") and H != W:
+            raise UserError(f"mask type {args.mask_type} needs a square image, got {H}x{W}")
+        try:
+            mask = utils.get_mask(image, W, 1, type=args.mask_type, acc_factor=args.acc_factor,
+                                  center_fraction=args.center_fraction, seed=settings.seed)
+        except ValueError as e:
+            raise UserError(f"cannot build a {args.mask_type} mask: {e}".splitlines()[0]) from None
+        mask = mask.real.float() if mask.is_complex() else mask.float()
+    else:
+        mask = torch.from_numpy(problem.mask).to(image.device).expand(image.shape).contiguous()
+    if not mask.any():
+        raise UserError("the mask samples nothing (lower --acc_factor)")
+    Fy = alg.fft(image.to(torch.complex64)) * mask                        # [1, C, H, W] measured k-space
+    x_zf = alg.ifft(Fy)                                                   # [1, C, H, W] zero-filled
+    return mask, Fy, (x_zf.real if alg.real_valued else x_zf)
+
+
 def run(alg: Algorithm, argv: list[str] | None = None) -> dict:
     """Parse flags, reconstruct, write the results and print a one-line summary; returns the metrics dict."""
     parser = build_parser(alg.description)
@@ -459,40 +483,21 @@ def run(alg: Algorithm, argv: list[str] | None = None) -> dict:
     if H % factor or W % factor:
         raise UserError(f"image size {H}x{W} is not divisible by {factor} = 2**(levels-1) of the model "
                         f"({levels} levels in config.model.ch_mult)")
+    predictor, corrector = _predictor_corrector(settings)
 
     import torch
     import utils
     from sde_lib import VESDE
+    from tqdm import tqdm
 
     model = load_model(config, args.ckpt, settings.device)
     device = next(model.parameters()).device
     image = torch.from_numpy(problem.image)[None].to(device)           # [1, C, H, W]
-    if problem.mask is None:
-        if alg.family == "real" and not alg.real_valued:  # pragma: no cover - defensive
-            raise UserError("internal: no mask")
-        if not args.mask_type.endswith("1d") and H != W:
-            raise UserError(f"mask type {args.mask_type} needs a square image, got {H}x{W}")
-        try:
-            mask = utils.get_mask(image, W, 1, type=args.mask_type, acc_factor=args.acc_factor,
-                                  center_fraction=args.center_fraction, seed=settings.seed)
-        except ValueError as e:
-            raise UserError(f"cannot build a {args.mask_type} mask: {e}".splitlines()[0]) from None
-        mask = mask.real.float() if mask.is_complex() else mask.float()
-    else:
-        mask = torch.from_numpy(problem.mask).to(device).expand(image.shape).contiguous()
-    if not mask.any():
-        raise UserError("the mask samples nothing; raise the acceleration's sampling (lower --acc_factor)")
-    Fy = alg.fft(image.to(torch.complex64)) * mask                        # [1, C, H, W] measured k-space
-    x_zf = alg.ifft(Fy)
-    if alg.real_valued:
-        x_zf = x_zf.real
+    mask, Fy, x_zf = _measure(alg, args, settings, problem, image)
     scaler, inverse_scaler = utils.get_data_scaler(config), utils.get_data_inverse_scaler(config)
-
     sde = VESDE(sigma_min=config.model.sigma_min, sigma_max=config.model.sigma_max, N=settings.N)
-    predictor, corrector = _predictor_corrector(settings)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
+
     progress, state = {}, {"k": 0, "bar": None}
-    from tqdm import tqdm
 
     def callback(i: int, n: int, x) -> None:
         """Advance the progress bar; keep a handful of intermediate images of the first sample."""
@@ -502,17 +507,16 @@ def run(alg: Algorithm, argv: list[str] | None = None) -> dict:
         if state["k"] == 0 and i in set(np.linspace(0, n - 1, N_PROGRESS).round().astype(int).tolist()):
             progress[i] = _magnitude(_output(x, alg.real_valued))
 
+    ctx = Context(args=args, config=config, settings=settings, problem=problem, root=Path(args.save_dir) / kind,
+                  sde=sde, predictor=predictor, corrector=corrector, inverse_scaler=inverse_scaler, mask=mask,
+                  Fy=Fy, generator=torch.Generator(device=device).manual_seed(settings.seed), callback=callback)
+    sample = alg.build(ctx)
     calls = [0]
     hook = model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    ctx = Context(args=args, config=config, settings=settings, problem=problem, root=Path(args.save_dir) / kind,
-                  sde=sde, predictor=predictor,
-                  corrector=corrector, inverse_scaler=inverse_scaler, mask=mask, Fy=Fy, generator=generator,
-                  callback=callback)
-    sample = alg.build(ctx)
     tic = time.time()
     samples = []
     with torch.no_grad():
-        for k in range(args.num_samples):
+        for k in range(args.num_samples):  # K posterior samples from one generator stream
             state["k"] = k
             samples.append(_output(sample(model, scaler(x_zf)), alg.real_valued))
     seconds = time.time() - tic
@@ -521,12 +525,10 @@ def run(alg: Algorithm, argv: list[str] | None = None) -> dict:
         state["bar"].close()
 
     samples = np.stack(samples)                                           # [K, H, W]
-    recon = samples.mean(axis=0)
     std = samples.std(axis=0) if args.num_samples > 1 else None          # complex: sqrt(mean |x - mean|^2)
     label = _output(image, alg.real_valued) if problem.task == "retrospective" else None
-    x_in = _output(x_zf, alg.real_valued)
-    mask2d = mask[0, 0].cpu().numpy().astype(np.float32)
-    return _save(args, alg, config, settings, problem, kind, x_in, mask2d, label, recon, std, progress,
+    return _save(args, settings, problem, kind, _output(x_zf, alg.real_valued),
+                 mask[0, 0].cpu().numpy().astype(np.float32), label, samples.mean(axis=0), std, progress,
                  ctx.extra_outputs, seconds, calls[0])
 
 
@@ -558,7 +560,7 @@ def _figure(path: Path, name: str, panels: list[tuple[str, np.ndarray]], vmax: f
     plt.close(fig)
 
 
-def _save(args, alg: Algorithm, config, settings: Settings, problem: Problem, kind: str, x_in: np.ndarray,
+def _save(args: argparse.Namespace, settings: Settings, problem: Problem, kind: str, x_in: np.ndarray,
           mask2d: np.ndarray, label: np.ndarray | None, recon: np.ndarray, std: np.ndarray | None,
           progress: dict[int, np.ndarray], extra: dict[str, Any], seconds: float, calls: int) -> dict:
     """Write every output into a scratch folder, then move the files into ``<save_dir>/<kind>/``."""
