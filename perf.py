@@ -4,8 +4,8 @@
   once the dynamic threshold has grown) to the OS when it is freed, so each NCSN++ forward at 320x320
   page-faults and zeroes its large feature maps again (8-10 s of system time in a 17 s forward of the
   knee model). Keeping freed memory in the heap (no mmap, large trim threshold) removes that cost.
-* :func:`prepare_model_for_inference`: eval mode, no parameter gradients, optional channels_last memory
-  format (keeps the outputs; whether it is faster depends on the machine, see the benchmark).
+* :func:`prepare_model_for_inference`: eval mode, no parameter gradients, channels_last (NHWC) weights on
+  the CPU (keeps the outputs up to float rounding).
 * :func:`inference`: ``torch.inference_mode`` (no autograd bookkeeping, no version counters).
 """
 from __future__ import annotations
@@ -50,7 +50,8 @@ def configure_cpu_allocator(trim_threshold: int = _DEFAULT_TRIM_THRESHOLD,
     """Keep freed tensor memory in the glibc heap (M_MMAP_MAX=0, large M_TRIM_THRESHOLD, M_TOP_PAD).
 
     Same effect as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>`` in the environment, but usable
-    from inside Python (values are clamped to a C int). Call it once before the first large allocation; repeated calls are harmless.
+    from inside Python (values are clamped to a C int). Call it once before the first large allocation;
+    repeated calls are harmless.
     Returns True when the settings are in effect, False off glibc (a no-op there).
     The cost: the process keeps its peak heap size until it exits.
     """
@@ -76,15 +77,21 @@ def allocator_state() -> dict:
 
 
 def prepare_model_for_inference(model: torch.nn.Module, device: torch.device | str | None = None, *,
-                                channels_last: bool = False) -> torch.nn.Module:
+                                channels_last: bool | None = None) -> torch.nn.Module:
     """Eval mode, frozen parameters, on ``device``; ``channels_last`` converts the 4-D weights to NHWC.
 
-    The model's outputs stay the same up to float rounding. Returns the (same, modified in place) model.
+    ``channels_last=None`` (default): on for a CPU model (oneDNN convolutions run ~10% faster in NHWC and
+    skip the NCHW <-> blocked reorders), off on GPUs (not measured there). The model's outputs stay the
+    same up to float rounding; its one-channel inputs need no conversion. Returns the (same, modified in
+    place) model.
     """
     if device is not None:
         model = model.to(device)
     model.eval()
     model.requires_grad_(False)
+    if channels_last is None:
+        p = next(model.parameters(), None)
+        channels_last = p is not None and p.device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -143,9 +143,11 @@ def summarize(runs: list[dict]) -> dict:
         return statistics.median(vals) if vals else None
 
     return {"runs": len(runs), "median_time_s": med("time_s"), "min_time_s": min(r["time_s"] for r in runs),
-            "median_fraction_of_gemm": med("fraction_of_gemm"), "median_fraction_of_gemm_cpu": med("fraction_of_gemm_cpu"),
+            "median_fraction_of_gemm": med("fraction_of_gemm"),
+            "median_fraction_of_gemm_cpu": med("fraction_of_gemm_cpu"),
             "median_gemm_gflops": med("gemm_gflops_before"), "median_achieved_gflops": med("achieved_gflops"),
-            "median_sys_s": med("sys_s"), "max_other_procs_cpu_s": max((r.get("other_procs_cpu_s") or 0.0) for r in runs),
+            "median_sys_s": med("sys_s"),
+            "max_other_procs_cpu_s": max((r.get("other_procs_cpu_s") or 0.0) for r in runs),
             "median_loadavg_1m": med_load(runs)}
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -123,6 +122,8 @@ def worker(spec: dict) -> dict:
         if spec.get("profile"):
             out["profile"] = profile_forward(lambda: net(x, sigma))
     out["runs"] = runs
+    if device.type == "cuda":
+        out["cuda_op_loaded"] = upfirdn._cuda_module is not None and "no_cuda_op" not in on
     out["summary"] = common.summarize(runs)
     return out
 
@@ -168,9 +169,9 @@ def profile_forward(fn) -> dict:
         cats[cat] = cats.get(cat, 0.0) + self_us
         if ev.flops and "conv" in ev.key:
             convs.append({"op": ev.key, "shapes": str(ev.input_shapes[:2]), "calls": ev.count,
-                          "self_ms": self_us / 1e3, "gflops": ev.flops / (ev.cpu_time_total / 1e6) / 1e9
+                          "ms": ev.cpu_time_total / 1e3, "gflops": ev.flops / (ev.cpu_time_total / 1e6) / 1e9
                           if ev.cpu_time_total > 0 else None})
-    convs.sort(key=lambda r: -r["self_ms"])
+    convs.sort(key=lambda r: -r["ms"])
     return {"total_self_ms": total / 1e3,
             "share_by_category": {k: v / total for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
             "top_convs": convs[:12]}
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--profile", default="", help="comma list of cases to profile (fastest CPU setting)")
     p.add_argument("--no_gpu", action="store_true", help="skip the CUDA rows even when a GPU is present")
     p.add_argument("--out", default=str(common.RESULTS), help="output folder")
+    p.add_argument("--tag", default="", help="suffix of the output file names (e.g. 1thread)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -283,12 +285,13 @@ def main(argv: list[str] | None = None) -> dict:
             md += ["", f"## Profile: {res['spec']['case']} ({res['spec']['setting']})", "",
                    "Share of op self time: " + ", ".join(f"{k} {v:.0%}" for k, v in prof["share_by_category"].items()),
                    "", common.markdown_table(prof["top_convs"], [("shapes", "input, weight"), ("calls", "calls"),
-                                                                  ("self_ms", "ms"), ("gflops", "GFLOP/s")])]
+                                                                  ("ms", "ms (incl.)"), ("gflops", "GFLOP/s")])]
     text = "\n".join(md)
     print(text)
     data = {"quick": args.quick, "cases": {c: dict(CASES[c], **(QUICK[c] if args.quick else {})) for c in cases},
             "flops": flops, "rows": rows, "cuda_op_speedup": cuda_speedups, "gpu": gpu_note, "workers": results}
-    jpath, mpath = common.write_results("forward_speed" + ("_quick" if args.quick else ""), data, text, args.out)
+    name = "forward_speed" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
+    jpath, mpath = common.write_results(name, data, text, args.out)
     print(f"wrote {jpath} and {mpath}")
     return data
 

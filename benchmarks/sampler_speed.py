@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +95,8 @@ def build_sampler(alg: int, config, sde, problem: Problem, N: int, seed: int, ba
     if alg == 4:
         fn = sampling.get_pc_fouriercs_RI_PI_SSOS(sde, P, C, inv, mask=problem.mask, batch_coils=batch_coils, **kw)
     else:
-        fn = sampling.get_pc_fouriercs_RI_coil_SENSE(sde, P, C, inv, lamb_schedule=utils.lambda_schedule_linear(1.0, 0.2),
+        fn = sampling.get_pc_fouriercs_RI_coil_SENSE(sde, P, C, inv,
+                                                     lamb_schedule=utils.lambda_schedule_linear(1.0, 0.2),
                                                      sens=problem.sens, mask=problem.mask, m_steps=50,
                                                      batch_coils=batch_coils, **kw)
     return lambda model: fn(model, problem.x_zf, y=problem.Fy)
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(common.RESULTS), help="output folder")
+    p.add_argument("--tag", default="", help="suffix of the output file names (e.g. 1thread)")
     args = p.parse_args(argv)
     if args.quick:
         args.crop, args.N = args.crop or 64, min(args.N, 2)
@@ -236,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     data = {"N": args.N, "crop": args.crop, "plain": args.plain, "ckpt": args.ckpt, "quick": args.quick,
             "flops_per_image": flops_per_image, "rows": rows, "records": records, "info": info}
-    jpath, mpath = common.write_results("sampler_speed" + ("_quick" if args.quick else ""), data, text, args.out)
+    name = "sampler_speed" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
+    jpath, mpath = common.write_results(name, data, text, args.out)
     print(f"wrote {jpath} and {mpath}")
     return data
 

@@ -35,7 +35,8 @@ def model_and_input():
         for name, p in model.named_parameters():  # init_scale 0 zeroes layers: re-randomise every path
             if name.endswith(".W"):
                 continue  # Fourier frequencies keep their construction
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if "GroupNorm" in name and "weight" in name else 0.0))
+            offset = 1.0 if "GroupNorm" in name and name.endswith("weight") else 0.0
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + offset)
     model = model.double()
     x = torch.rand(3, 1, 16, 16, generator=g, dtype=torch.float64)  # [B, 1, H, W]
     sigma = torch.tensor([0.05, 1.0, 50.0], dtype=torch.float64)
@@ -71,7 +72,7 @@ def test_prepare_model_for_inference_keeps_outputs(model_and_input):
     plain = copy.deepcopy(model).eval()
     with torch.no_grad():
         ref = plain(x, sigma)
-    prepared = perf.prepare_model_for_inference(copy.deepcopy(model).train(), "cpu")
+    prepared = perf.prepare_model_for_inference(copy.deepcopy(model).train(), "cpu", channels_last=False)
     assert not prepared.training
     assert all(not p.requires_grad for p in prepared.parameters())
     with perf.inference():
@@ -92,6 +93,16 @@ def test_channels_last_output_equals_contiguous(model_and_input):
         out_nhwc = cl(x.contiguous(memory_format=torch.channels_last), sigma)
     torch.testing.assert_close(out_nchw, ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out_nhwc, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_channels_last_is_the_cpu_default(model_and_input):
+    model, _, _ = model_and_input
+    prepared = perf.prepare_model_for_inference(copy.deepcopy(model), "cpu")
+    convs = [m for m in prepared.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    plain = perf.prepare_model_for_inference(copy.deepcopy(model), "cpu", channels_last=False)
+    assert not any(m.weight.is_contiguous(memory_format=torch.channels_last) for m in plain.modules()
+                   if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[2] > 1)
 
 
 def test_channels_last_float32_close(model_and_input):
