@@ -25,9 +25,10 @@ import sigpy.mri
 # lambda per acquisition setup, found by benchmarks/recon_quality.py's grid search on ONE image
 # (samples/real/retrospective/001, gaussian1d x4, seed 0, as single-coil data and as simulated 8-coil data;
 # see benchmarks/README.md), then fixed for every other case.
-SIGPY_LAMBDA = {"single-coil": 1e-3, "multi-coil": 1e-4}
+SIGPY_LAMBDA = {"single-coil": 1e-3, "multi-coil": 3e-5}
 BART_LAMBDA = {"single-coil": 1e-3, "multi-coil": 3e-4}
-LAMBDA_GRID = {"sigpy_l1": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "bart_pics": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]}
+LAMBDA_GRID = {"sigpy_l1": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+               "bart_pics": [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]}
 N_COILS_TUNE = 8
 ESPIRIT_MAX_CALIB = 24  # sigpy / BART default calibration width
 MIN_CALIB = 12  # below this (kernel width 6) the ESPIRiT maps come out empty

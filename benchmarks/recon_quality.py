@@ -13,7 +13,7 @@ results; they are then fixed for every case. score-MRI runs through the command-
 ``inference_common.run`` (embedded config + weights by default) at each ``--N``, plus the few-step
 mode for each ``--t0``; it is skipped with a message when the weights are missing.
 
-    python benchmarks/recon_quality.py --quick            # reduced grid (~minutes)
+    python benchmarks/recon_quality.py --quick            # reduced grid (~10 min on a 2-core CPU)
     python benchmarks/recon_quality.py --N 20 50 100 --t0 0.3
     python benchmarks/recon_quality.py --tiny --out /tmp/b # synthetic 48x48 cases (tests)
 
@@ -100,7 +100,8 @@ def knee_cases(quick: bool) -> list[Case]:
         return []
     items = [("real/retrospective/001", "real")]
     if not quick:
-        items += [("real/retrospective/002", "real"), ("real/retrospective/003", "real"), ("single-coil/001", "single-coil")]
+        items += [("real/retrospective/002", "real"), ("real/retrospective/003", "real"),
+                  ("single-coil/001", "single-coil")]
     return [Case(f"knee/{rel}", fam, d / f"{rel}.npy", np.load(d / f"{rel}.npy"), "knee (evaluation only)")
             for rel, fam in items if (d / f"{rel}.npy").is_file()]
 
@@ -119,9 +120,9 @@ def tiny_cases(folder: Path, size: int = 48) -> list[Case]:
     sens = sigpy.mri.birdcage_maps((4, size, size))
     coils = (sens / classical.root_sum_of_squares(sens) * xc).astype(np.complex64)  # [4, H, W]
     cases = []
-    for name, fam, arr in (("real", "real", x), ("single-coil", "single-coil", xc), ("multi-coil", "multi-coil", coils)):
-        np.save(folder / f"{name}.npy", arr)
-        cases.append(Case(f"tiny/{name}", fam, folder / f"{name}.npy", arr, "synthetic"))
+    for family, arr in (("real", x), ("single-coil", xc), ("multi-coil", coils)):
+        np.save(folder / f"{family}.npy", arr)
+        cases.append(Case(f"tiny/{family}", family, folder / f"{family}.npy", arr, "synthetic"))
     return cases
 
 
@@ -274,17 +275,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--N", type=int, nargs="+", default=None,
-                   help="score-MRI step counts (default 20 50 100; --quick 20; --tiny 3)")
+                   help="score-MRI step counts (default 20 50 100; --quick 10; --tiny 3)")
     p.add_argument("--t0", type=float, nargs="*", default=[], help="also run the few-step mode from each t0")
     p.add_argument("--masks", nargs="+", default=None,
                    help=f"TYPE:ACC (default {' '.join(MASKS_FULL)}; --quick/--tiny gaussian1d:4)")
     p.add_argument("--center_fraction", type=float, default=CENTER_FRACTION)
     p.add_argument("--seed", type=int, default=0, help="mask (and sampler) seed")
     p.add_argument("--quick", action="store_true",
-                   help="reduced grid: N=20, gaussian1d:4, fewer cases, lambdas from classical.py (no tuning)")
+                   help="reduced grid: N=10, gaussian1d:4, fewer cases, score-MRI on real and single-coil only, "
+                        "lambdas from classical.py (no tuning)")
     p.add_argument("--tiny", action="store_true", help="synthetic 48x48 cases only (tests; centre fraction 0.25)")
     p.add_argument("--no_tune", action="store_true", help="use classical.py's lambdas instead of the grid search")
     p.add_argument("--no_model", action="store_true", help="classical baselines only")
+    p.add_argument("--model_families", nargs="+", choices=list(ALGORITHMS), default=None,
+                   help="families that get score-MRI runs (default: all; --quick: real single-coil, since one "
+                        "multi-coil run costs 16 network calls per step and coil)")
     p.add_argument("--no_knee", action="store_true", help="skip the evaluation-only knee slices")
     p.add_argument("--no_bart", action="store_true", help="skip BART even when it is on PATH")
     p.add_argument("--config", type=Path, default=ic.DEFAULT_CONFIG)
@@ -294,7 +299,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     small = args.quick or args.tiny
     if args.N is None:
-        args.N = [3] if args.tiny else [20] if args.quick else [20, 50, 100]
+        args.N = [3] if args.tiny else [10] if args.quick else [20, 50, 100]
+    if args.model_families is None:
+        args.model_families = ["real", "single-coil"] if args.quick else list(ALGORITHMS)
     if args.masks is None:
         args.masks = ["gaussian1d:4"] if small else list(MASKS_FULL)
     args.no_tune = args.no_tune or small
@@ -308,72 +315,90 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def fixed_lambdas() -> dict[str, Any]:
+    """The lambdas stored in classical.py (from an earlier grid search)."""
+    return {"how": "fixed, from benchmarks/classical.py",
+            "chosen": {f"{s}/{m}": lam for s in ("single-coil", "multi-coil")
+                       for m, lam in (("sigpy-L1", classical.SIGPY_LAMBDA[s]),
+                                      ("bart-pics", classical.BART_LAMBDA[s]))}}
+
+
+def benchmark_case(case: Case, spec: str, args: argparse.Namespace, lambdas: dict[str, Any], bart: bool,
+                   model_skipped: str | None, workdir: Path) -> list[dict[str, Any]]:
+    """Every method on one case and mask: classical baselines, then score-MRI at each N (and t0)."""
+    mask = make_mask(case, spec, args.seed, args.center_fraction)
+    y = kspace(case, mask)
+    base = {"case": case.name, "source": case.source, "family": case.family, "mask": spec,
+            "sampled_fraction": float(mask.mean())}
+    setup = "multi-coil" if case.family == "multi-coil" else "single-coil"
+    rows = []
+
+    def add(label: str, m: dict[str, float], **extra: Any) -> None:
+        rows.append({**base, "method": label, **m, **extra})
+        print(f"{case.name:34s} {spec:13s} {label:22s} PSNR {m['psnr']:6.2f} SSIM {m['ssim']:.4f} "
+              f"({extra['seconds']:.1f} s)")
+
+    for name, fn in classical_methods(bart).items():
+        lam = lambdas["chosen"].get(f"{setup}/{name}")
+        tic = time.time()
+        recon = fn(y, mask, lam)
+        add(name, evaluate(case.gt, recon), **{"lambda": lam, "seconds": round(time.time() - tic, 3)})
+    if model_skipped or case.family not in args.model_families:
+        return rows
+    runs = [(N, None) for N in args.N] + [(N, t0) for t0 in args.t0 for N in args.N]
+    for method, script in ALGORITHMS[case.family]:
+        for N, t0 in runs:
+            label = f"{method} N={N}" + (f" t0={t0:g}" if t0 is not None else "")
+            try:
+                out = run_model(case, script, spec, mask, N, t0, args, workdir)
+            except Exception as e:  # one failing run must not lose the others
+                print(f"{case.name:34s} {spec:13s} {label:22s} FAILED: {type(e).__name__}: {e}")
+                continue
+            add(label, out["metrics"], N=N, t0=t0, seconds=out["seconds"], network_calls=out["network_calls"])
+    return rows
+
+
+def _display(path: Path) -> str:
+    """A path relative to the repository when it lies inside it (results stay portable)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the grid and write recon_quality.json / .md."""
     args = parse_args(argv)
     bart = classical.bart_available() and not args.no_bart
     if not bart:
-        print("bart-pics: skipped (" + ("--no_bart" if args.no_bart else "bart not on PATH; apt-get install bart") + ")")
+        why = "--no_bart" if args.no_bart else "bart not on PATH; apt-get install bart"
+        print(f"bart-pics: skipped ({why})")
     skipped = "--no_model" if args.no_model else model_status(args.config, args.ckpt)
     if skipped:
+        skipped = skipped.replace(str(REPO) + os.sep, "")
         print(f"score-MRI: skipped ({skipped})")
-    scratch = tempfile.TemporaryDirectory(prefix="recon_quality_")
-    work = Path(scratch.name)
-    if args.tiny:
-        cases = tiny_cases(work / "tiny")
-    else:
-        cases = sample_cases(args.quick) + ([] if args.no_knee else knee_cases(args.quick))
-        if not args.no_knee and shared_data() is None:
-            print("knee slices: skipped (no <shared>/data/score-MRI; set SCORE_MRI_SHARED)")
-
-    if args.no_tune:
-        lambdas = {"how": "fixed, from benchmarks/classical.py",
-                   "chosen": {f"{s}/{m}": lam for s in ("single-coil", "multi-coil")
-                              for m, lam in (("sigpy-L1", classical.SIGPY_LAMBDA[s]),
-                                             ("bart-pics", classical.BART_LAMBDA[s]))}}
-    else:
-        tune_case = next(c for c in cases if c.name == TUNE_CASE)
-        print(f"tuning lambda on {tune_case.name} ({TUNE_MASK})")
-        lambdas = tune_lambdas(tune_case, make_mask(tune_case, TUNE_MASK, args.seed, args.center_fraction),
-                               classical.LAMBDA_GRID, bart, classical.N_COILS_TUNE)
-        lambdas.update(how="grid search on one image", mask=TUNE_MASK)
-
-    rows = []
-    methods = classical_methods(bart)
-    for case in cases:
-        setup = "multi-coil" if case.family == "multi-coil" else "single-coil"
-        for spec in args.masks:
-            mask = make_mask(case, spec, args.seed, args.center_fraction)
-            y = kspace(case, mask)
-            base = {"case": case.name, "source": case.source, "family": case.family, "mask": spec,
-                    "sampled_fraction": float(mask.mean())}
-            for name, fn in methods.items():
-                lam = lambdas["chosen"].get(f"{setup}/{name}")
-                tic = time.time()
-                m = evaluate(case.gt, fn(y, mask, lam))
-                rows.append({**base, "method": name, "lambda": lam, **m, "seconds": round(time.time() - tic, 3)})
-                print(f"{case.name:34s} {spec:13s} {name:14s} PSNR {m['psnr']:6.2f} SSIM {m['ssim']:.4f}")
-            if skipped:
-                continue
-            for method, script in ALGORITHMS[case.family]:
-                for N, t0 in [(N, None) for N in args.N] + [(N, t0) for t0 in args.t0 for N in args.N]:
-                    label = f"{method} N={N}" + (f" t0={t0:g}" if t0 is not None else "")
-                    try:
-                        out = run_model(case, script, spec, mask, N, t0, args, work / "runs")
-                    except Exception as e:  # one failing run must not lose the others
-                        print(f"{case.name:34s} {spec:13s} {label:14s} FAILED: {type(e).__name__}: {e}")
-                        continue
-                    m = out["metrics"]
-                    rows.append({**base, "method": label, "N": N, "t0": t0, **m, "seconds": out["seconds"],
-                                 "network_calls": out["network_calls"]})
-                    print(f"{case.name:34s} {spec:13s} {label:14s} PSNR {m['psnr']:6.2f} SSIM {m['ssim']:.4f} "
-                          f"({out['seconds']:.0f} s)")
-    scratch.cleanup()
+    with tempfile.TemporaryDirectory(prefix="recon_quality_") as scratch:
+        work = Path(scratch)
+        if args.tiny:
+            cases = tiny_cases(work / "tiny")
+        else:
+            cases = sample_cases(args.quick) + ([] if args.no_knee else knee_cases(args.quick))
+            if not args.no_knee and shared_data() is None:
+                print("knee slices: skipped (no <shared>/data/score-MRI; set SCORE_MRI_SHARED)")
+        if args.no_tune:
+            lambdas = fixed_lambdas()
+        else:
+            tune_case = next(c for c in cases if c.name == TUNE_CASE)
+            print(f"tuning lambda on {tune_case.name} ({TUNE_MASK})")
+            lambdas = tune_lambdas(tune_case, make_mask(tune_case, TUNE_MASK, args.seed, args.center_fraction),
+                                   classical.LAMBDA_GRID, bart, classical.N_COILS_TUNE)
+            lambdas.update(how="grid search on one image", mask=TUNE_MASK)
+        rows = [row for case in cases for spec in args.masks
+                for row in benchmark_case(case, spec, args, lambdas, bart, skipped, work / "runs")]
 
     result = {"created": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cpu",
               "seed": args.seed, "center_fraction": args.center_fraction, "masks": args.masks, "N": args.N,
-              "t0": args.t0, "quick": args.quick, "tiny": args.tiny, "bart": bart, "model_skipped": skipped,
-              "config": str(args.config), "ckpt": str(args.ckpt), "lambdas": lambdas, "rows": rows}
+              "t0": args.t0, "model_families": args.model_families, "quick": args.quick, "tiny": args.tiny,
+              "bart": bart, "model_skipped": skipped, "config": _display(args.config), "ckpt": _display(args.ckpt),
+              "lambdas": lambdas, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recon_quality.json").write_text(json.dumps(result, indent=1) + "\n")
     md = markdown(result)
