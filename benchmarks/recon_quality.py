@@ -38,12 +38,11 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import classical  # noqa: E402
 import metrics  # noqa: E402
+from benchmarks import classical  # noqa: E402
 
 MASKS_FULL = ("gaussian1d:4", "uniform1d:4", "gaussian1d:8", "uniform1d:8")
 CENTER_FRACTION = 0.08

@@ -3,18 +3,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import classical, recon_quality
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import classical  # noqa: E402
-import recon_quality  # noqa: E402
 
 needs_bart = pytest.mark.skipif(not classical.bart_available(), reason="bart not on PATH (apt-get install bart)")
 
