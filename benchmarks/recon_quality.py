@@ -272,7 +272,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
     import inference_common as ic
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ic._Parser(description=__doc__.splitlines()[0])  # usage errors: one line, exit status 2
     p.add_argument("--N", type=int, nargs="+", default=None,
                    help="score-MRI step counts (default 20 50 100; --quick 10; --tiny 3)")
     p.add_argument("--t0", type=float, nargs="*", default=[], help="also run the few-step mode from each t0")
@@ -309,8 +309,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.center_fraction == CENTER_FRACTION:
             args.center_fraction = 0.25  # 48 columns: 12 fully sampled centre columns for ESPIRiT
     for spec in args.masks:
-        if spec.count(":") != 1 or not spec.split(":")[1].replace(".", "", 1).isdigit():
-            p.error(f"--masks: expected TYPE:ACC (e.g. gaussian1d:4), got {spec!r}")
+        mask_type, _, acc = spec.partition(":")
+        if mask_type not in ic.MASK_TYPES or not acc.replace(".", "", 1).isdigit() or float(acc) < 1:
+            p.error(f"--masks: expected TYPE:ACC with TYPE in {', '.join(ic.MASK_TYPES)} and ACC >= 1 "
+                    f"(e.g. gaussian1d:4), got {spec!r}")
     return args
 
 

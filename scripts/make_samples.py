@@ -45,12 +45,23 @@ class Source:
     note: str
 
 
+PIP_HINT = "pip install nilearn dipy pydicom pydicom-data"
+
+
+class MissingSource(Exception):
+    """An input package or file is not installed."""
+
+
 def _package_file(dist: str, rel: str) -> Path:
     """Absolute path of ``rel`` inside the installed distribution ``dist``."""
-    for f in metadata.files(dist) or []:
+    try:
+        files = metadata.files(dist) or []
+    except metadata.PackageNotFoundError:
+        raise MissingSource(f"package '{dist}' is not installed ({PIP_HINT})") from None
+    for f in files:
         if str(f).replace("\\", "/") == rel:
             return Path(f.locate())
-    raise SystemExit(f"make_samples: {rel} not found in the installed '{dist}' (pip install {dist})")
+    raise MissingSource(f"{rel} not found in the installed '{dist}' {metadata.version(dist)}")
 
 
 MNI = Source(
@@ -254,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "samples")
     args = parser.parse_args(argv)
-    items = build()
+    try:
+        items = build()
+    except (MissingSource, ModuleNotFoundError) as e:
+        sys.stderr.write(f"make_samples: {e} ({PIP_HINT})\n" if isinstance(e, ModuleNotFoundError)
+                         else f"make_samples: {e}\n")
+        return 2
     for path, arr, _, _ in items:
         dst = args.out / path
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -154,3 +154,11 @@ def test_driver_skips_the_model_cleanly_without_weights(tmp_path, capsys):
     result = json.loads((tmp_path / "recon_quality.json").read_text())
     assert "missing.pth" in result["model_skipped"]
     assert {r["method"] for r in result["rows"]} == {"zf", "sigpy-L1"}
+
+
+def test_driver_rejects_a_bad_mask_spec_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        recon_quality.main(["--tiny", "--masks", "gaussian3d:4"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gaussian3d:4" in err
