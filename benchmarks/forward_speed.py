@@ -184,7 +184,7 @@ def profile_forward(fn) -> dict:
 COLUMNS = [("case", "case"), ("setting", "setting"), ("device", "device"), ("median_time_s", "median s"),
            ("min_time_s", "min s"), ("median_achieved_gflops", "GFLOP/s"), ("median_gemm_gflops", "GEMM GFLOP/s"),
            ("median_fraction_of_gemm", "frac GEMM (wall)"), ("median_fraction_of_gemm_cpu", "frac GEMM (CPU s)"),
-           ("speedup_vs_baseline", "speed-up"), ("median_sys_s", "sys s"),
+           ("speedup_vs_baseline", "speed-up"), ("output_rel_diff_vs_baseline", "out diff"), ("median_sys_s", "sys s"),
            ("max_other_procs_cpu_s", "other procs CPU s"), ("median_loadavg_1m", "load 1m")]
 
 
@@ -195,7 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--knee", action="store_true", help="also run knee_80 (the full 61 M parameter model)")
     p.add_argument("--settings", default=",".join(CPU_SETTINGS), help="comma list of CPU settings")
     p.add_argument("--compile", action="store_true", help="add the torch.compile setting")
-    p.add_argument("--repeats", type=int, default=3, help="timed forwards per (case, setting)")
+    p.add_argument("--repeats", type=int, default=3, help="timed forwards per (case, setting) and round")
+    p.add_argument("--rounds", type=int, default=1, help="run the whole list this many times, interleaved "
+                                                         "(pools the runs; evens out drifting load)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (checks the script; numbers meaningless)")
     p.add_argument("--profile", default="", help="comma list of cases to profile (fastest CPU setting)")
@@ -226,19 +228,26 @@ def main(argv: list[str] | None = None) -> dict:
     print(gpu_note, flush=True)
 
     flops: dict[str, int] = {}
-    results = []
-    for case, setting, device in jobs:
+    results: list[dict] = []
+    for round_i, (case, setting, device) in [(r, j) for r in range(max(args.rounds, 1)) for j in jobs]:
         spec = dict(CASES[case], **(QUICK[case] if args.quick else {}))
         spec.update(case=case, setting=setting, device=device, repeats=args.repeats, threads=args.threads,
                     count_flops=case not in flops, flops=flops.get(case),
-                    profile=case in profile_cases and setting == settings[-1] and device == "cpu")
+                    profile=(case in profile_cases and setting == settings[-1] and device == "cpu"
+                             and round_i == 0))
         if device == "cuda":
             spec["repeats"] = max(args.repeats, 10)
         res = common.run_worker(Path(__file__), spec)
         if "flops" in res:
             flops[case] = res["flops"]
         res["flops"] = flops.get(case)
-        results.append(res)
+        same = next((r for r in results if r["spec"]["case"] == case and r["spec"]["setting"] == setting
+                     and r["spec"]["device"] == device), None)
+        if same is None:
+            results.append(res)
+        else:  # a later round: pool the runs
+            same["runs"] += res["runs"]
+            same["summary"] = common.summarize(same["runs"])
         s = res["summary"]
         print(f"{case:>13} {setting:>16} {device:>4}: median {s['median_time_s']:.3f} s, "
               f"frac GEMM {common.fmt(s['median_fraction_of_gemm'])} (wall) "
