@@ -60,8 +60,14 @@ def root_sum_of_squares(x: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.sqrt(np.sum(np.abs(x) ** 2, axis=axis))
 
 
+def simulated_sens(n_coils: int, shape: tuple[int, int]) -> np.ndarray:
+    """sigpy birdcage coil maps [C, H, W], normalised to root-sum-of-squares 1 (synthetic multi-coil data)."""
+    sens = sigpy.mri.birdcage_maps((n_coils, *shape))
+    return sens / root_sum_of_squares(sens)
+
+
 # ----------------------------------------------------------------------------- baselines
-def zero_filled(y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def zero_filled(y: np.ndarray) -> np.ndarray:
     """Zero-filled reconstruction: ifft2c(y), root-sum-of-squares over coils when C > 1."""
     x = ifft2c(y)  # [C, H, W]
     return x[0] if x.shape[0] == 1 else root_sum_of_squares(x).astype(x.dtype)

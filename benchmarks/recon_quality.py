@@ -108,7 +108,6 @@ def knee_cases(quick: bool) -> list[Case]:
 def tiny_cases(folder: Path, size: int = 48) -> list[Case]:
     """Synthetic size x size cases (blurred Shepp-Logan; with a linear phase; 4 simulated coils) for tests."""
     import sigpy
-    import sigpy.mri
     from scipy.ndimage import gaussian_filter
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,8 +115,7 @@ def tiny_cases(folder: Path, size: int = 48) -> list[Case]:
     x = (x / x.max()).astype(np.float32)
     yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
     xc = (x * np.exp(1j * (0.8 * xx + 0.5 * yy))).astype(np.complex64)
-    sens = sigpy.mri.birdcage_maps((4, size, size))
-    coils = (sens / classical.root_sum_of_squares(sens) * xc).astype(np.complex64)  # [4, H, W]
+    coils = (classical.simulated_sens(4, (size, size)) * xc).astype(np.complex64)  # [4, H, W]
     cases = []
     for family, arr in (("real", x), ("single-coil", xc), ("multi-coil", coils)):
         np.save(folder / f"{family}.npy", arr)
@@ -138,11 +136,6 @@ def make_mask(case: Case, spec: str, seed: int, center_fraction: float) -> np.nd
     return m[0, 0].numpy().astype(np.float32)
 
 
-def kspace(case: Case, mask: np.ndarray) -> np.ndarray:
-    """Measured k-space [C, H, W], centered orthonormal convention (classical baselines)."""
-    return classical.fft2c(np.asarray(case.x, np.complex128)[None] if case.x.ndim == 2 else case.x) * mask
-
-
 # ----------------------------------------------------------------------------- classical
 def classical_methods(bart: bool) -> dict[str, Any]:
     """name -> fn(y, mask, lamda) for the classical baselines available here."""
@@ -160,13 +153,8 @@ def evaluate(gt: np.ndarray, recon: np.ndarray) -> dict[str, float]:
 def tune_lambdas(case: Case, mask: np.ndarray, grid: dict[str, list[float]], bart: bool,
                  n_coils: int) -> dict[str, Any]:
     """Grid search of lambda (best PSNR) on ONE image, as single-coil data and as simulated multi-coil data."""
-    import sigpy.mri
-
-    H, W = case.x.shape[-2:]
-    sens = sigpy.mri.birdcage_maps((n_coils, H, W))
-    sens = sens / classical.root_sum_of_squares(sens)
-    setups = {"single-coil": classical.fft2c(case.x[None].astype(np.complex128)) * mask,
-              "multi-coil": classical.fft2c(sens * case.x[None]) * mask}
+    sens = classical.simulated_sens(n_coils, case.x.shape[-2:])
+    setups = {"single-coil": classical.measure(case.x, mask), "multi-coil": classical.measure(case.x, mask, sens)}
     out: dict[str, Any] = {"case": case.name, "grid": {}, "chosen": {}}
     names = [("sigpy-L1", classical.sigpy_l1, grid["sigpy_l1"])]
     if bart:
@@ -201,7 +189,6 @@ def model_status(config: Path, ckpt: Path) -> str | None:
     if not config.is_file():
         return f"config {config} not found"
     try:
-        import inference_common  # noqa: F401
         import sampling  # noqa: F401
     except Exception as e:  # pragma: no cover - depends on the checkout
         return f"cannot import the sampler: {type(e).__name__}: {e}"
@@ -328,7 +315,7 @@ def benchmark_case(case: Case, spec: str, args: argparse.Namespace, lambdas: dic
                    model_skipped: str | None, workdir: Path) -> list[dict[str, Any]]:
     """Every method on one case and mask: classical baselines, then score-MRI at each N (and t0)."""
     mask = make_mask(case, spec, args.seed, args.center_fraction)
-    y = kspace(case, mask)
+    y = classical.measure(case.x, mask)
     base = {"case": case.name, "source": case.source, "family": case.family, "mask": spec,
             "sampled_fraction": float(mask.mean())}
     setup = "multi-coil" if case.family == "multi-coil" else "single-coil"

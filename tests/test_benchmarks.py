@@ -42,7 +42,7 @@ def cases(tmp_path_factory):
 def problem(case, center_fraction=0.25):
     """(ground truth magnitude, mask, measured k-space) for one tiny case, gaussian1d x4."""
     mask = recon_quality.make_mask(case, "gaussian1d:4", seed=0, center_fraction=center_fraction)
-    return case.gt, mask, recon_quality.kspace(case, mask)
+    return case.gt, mask, classical.measure(case.x, mask)
 
 
 def psnr(gt, x):
