@@ -11,7 +11,7 @@ import torch
 
 import inference_common as ic
 import sampling
-from utils import fft2_m, ifft2_m, lambda_schedule_linear
+from utils import calib_width, fft2_m, ifft2_m, lambda_schedule_linear
 
 
 def add_args(parser) -> None:
@@ -40,11 +40,16 @@ def coil_maps(ctx: ic.Context) -> torch.Tensor:
     if cache.is_file() and cache_key.is_file() and cache_key.read_text().strip() == key:
         sens = np.load(cache)
     else:
-        if args.espirit_from_full:  # the original's behaviour
+        if args.espirit_from_full:  # the original's behaviour (default calibration width 24)
             ksp = fft2_m(torch.from_numpy(p.image)).numpy()                  # [C, H, W]
+            width = 24
         else:
             ksp = ctx.Fy[0].cpu().numpy()                                     # [C, H, W] measured
-        sens = mr.app.EspiritCalib(ksp, show_pbar=False).run().astype(np.complex64)
+            try:  # only the fully sampled centre: a wider block would include unmeasured zeros
+                width = calib_width(mask2d)
+            except ValueError as e:
+                raise ic.UserError(str(e)) from None
+        sens = mr.app.EspiritCalib(ksp, calib_width=width, show_pbar=False).run().astype(np.complex64)
         ctx.extra_outputs[f"sens/{p.name}.npy"] = sens
         ctx.extra_outputs[f"sens/{p.name}.json"] = key + "\n"
     return torch.from_numpy(sens)[None].to(ctx.Fy.device)                    # [1, C, H, W]

@@ -172,6 +172,29 @@ def kaczmarz_original(x: torch.Tensor, y: torch.Tensor, sens: torch.Tensor, mask
 # Image helpers
 # ----------------------------------------------------------------------------------------------------------
 
+ESPIRIT_MAX_CALIB = 24  # sigpy / BART default calibration width
+ESPIRIT_MIN_CALIB = 12  # below this (kernel width 6) ESPIRiT has too few calibration rows to work with
+
+
+def calib_width(mask: np.ndarray | torch.Tensor, cap: int = ESPIRIT_MAX_CALIB) -> int:
+    """Side of the largest fully sampled square holding the k-space centre (ESPIRiT calibration), at most cap."""
+    m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask)
+    m = np.abs(m.reshape(-1, *m.shape[-2:])).min(axis=0) > 0  # [H, W] sampled in every coil/batch item
+    H, W = m.shape
+    cy, cx = H // 2, W // 2
+
+    def fits(w: int) -> bool:  # some fully sampled w x w square contains the centre sample
+        return any(m[y0:y0 + w, x0:x0 + w].all()
+                   for y0 in range(max(0, cy - w + 1), min(cy, H - w) + 1)
+                   for x0 in range(max(0, cx - w + 1), min(cx, W - w) + 1))
+
+    width = next((w for w in range(min(H, W, cap), 0, -1) if fits(w)), 0)
+    if width < ESPIRIT_MIN_CALIB:
+        raise ValueError(f"only a {width}x{width} fully sampled k-space centre: ESPIRiT needs at least "
+                         f"{ESPIRIT_MIN_CALIB}x{ESPIRIT_MIN_CALIB} (use a larger --center_fraction)")
+    return width
+
+
 def root_sum_of_squares(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Root-sum-of-squares coil combination sqrt(sum_c |x_c|^2) (fix: the original squares complex values)."""
     return torch.sqrt(torch.sum(torch.abs(x) ** 2, dim=dim))

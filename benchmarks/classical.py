@@ -22,6 +22,8 @@ import numpy as np
 import sigpy
 import sigpy.mri
 
+from utils import ESPIRIT_MAX_CALIB, calib_width  # noqa: F401 (re-exported for the benchmarks)
+
 # lambda per acquisition setup, found by benchmarks/recon_quality.py's grid search on ONE image
 # (samples/real/retrospective/001, gaussian1d x4, seed 0, as single-coil data and as simulated 8-coil data;
 # see benchmarks/README.md), then fixed for every other case.
@@ -30,8 +32,6 @@ BART_LAMBDA = {"single-coil": 1e-3, "multi-coil": 3e-4}
 LAMBDA_GRID = {"sigpy_l1": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
                "bart_pics": [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2]}
 N_COILS_TUNE = 8
-ESPIRIT_MAX_CALIB = 24  # sigpy / BART default calibration width
-MIN_CALIB = 12  # below this (kernel width 6) the ESPIRiT maps come out empty
 
 
 # ----------------------------------------------------------------------------- forward model
@@ -71,21 +71,6 @@ def zero_filled(y: np.ndarray) -> np.ndarray:
     """Zero-filled reconstruction: ifft2c(y), root-sum-of-squares over coils when C > 1."""
     x = ifft2c(y)  # [C, H, W]
     return x[0] if x.shape[0] == 1 else root_sum_of_squares(x).astype(x.dtype)
-
-
-def calib_width(mask: np.ndarray, cap: int = ESPIRIT_MAX_CALIB) -> int:
-    """Width of the fully sampled block of columns around the k-space centre (at most ``cap``)."""
-    cols = np.asarray(mask).reshape(-1, mask.shape[-1]).min(axis=0) > 0  # [W] fully sampled columns
-    c = mask.shape[-1] // 2
-    lo, hi = c, c
-    while lo - 1 >= 0 and cols[lo - 1]:
-        lo -= 1
-    while hi < cols.size and cols[hi]:
-        hi += 1
-    width = hi - lo
-    if width < MIN_CALIB:
-        raise ValueError(f"only {width} fully sampled centre columns: ESPIRiT needs at least {MIN_CALIB}")
-    return min(width, cap)
 
 
 def espirit_maps(y: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import utils
 from benchmarks import classical, recon_quality
 from conftest import REPO
 
@@ -59,14 +60,18 @@ def test_zero_filled_matches_the_single_coil_shifted_convention(cases):
 
 
 def test_calib_width_counts_the_fully_sampled_centre():
-    mask = np.zeros((8, 64), np.float32)
+    mask = np.zeros((64, 64), np.float32)
     mask[:, 26:40] = 1          # 14 centre columns (32 is the centre)
     mask[:, [3, 50]] = 1        # isolated columns do not count
-    assert classical.calib_width(mask) == 14
+    assert utils.calib_width(mask) == 14
     mask[:, 10:60] = 1
-    assert classical.calib_width(mask) == classical.ESPIRIT_MAX_CALIB
+    assert utils.calib_width(mask) == utils.ESPIRIT_MAX_CALIB
+    mask2d = np.zeros((64, 64), np.float32)
+    mask2d[25:41, 25:41] = 1    # a 16x16 fully sampled square (2-D masks)
+    mask2d[0, :] = 1
+    assert utils.calib_width(mask2d) == 16
     with pytest.raises(ValueError, match="ESPIRiT"):
-        classical.calib_width(np.pad(np.ones((8, 4)), ((0, 0), (30, 30))))
+        utils.calib_width(np.pad(np.ones((64, 4)), ((0, 0), (30, 30))))
 
 
 @pytest.mark.parametrize("family", ["real", "single-coil"])

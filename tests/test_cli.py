@@ -199,6 +199,8 @@ def test_script_end_to_end(tmp_path, tiny, capsys, monkeypatch, key, fmt):
     cwd.mkdir()
     args = ["--data", str(data), "--save_dir", str(save_dir), "--mask_type", "gaussian1d", "--acc_factor", "2",
             "--seed", "3"]
+    if key == "hybrid":  # ESPIRiT needs a fully sampled centre of at least 12x12 (32x32 test images)
+        args += ["--center_fraction", "0.5"]
     if (key, fmt) in SUBPROCESS:
         proc = run_cli(key, tiny, *args, cwd=cwd)
         status, out, err = proc.returncode, proc.stdout, proc.stderr
@@ -368,16 +370,16 @@ def test_seed_reproducible(tmp_path, tiny, capsys):
 def test_hybrid_sens_cache_keyed_by_input(tmp_path, tiny, capsys):
     data, name, _ = make_input(tmp_path, "hybrid", "npy")
     save = str(tmp_path / "o")
-    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--m_steps", "1",
+    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--center_fraction", "0.5", "--m_steps", "1",
                                 capsys=capsys)
     assert status == 0, err
     sens_path = tmp_path / "o" / "multi-coil" / "hybrid" / "sens" / f"{name}.npy"
     sens = np.load(sens_path)
     np.save(sens_path, sens * 0 + 1)                                 # a cache hit keeps the cached maps
-    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, capsys=capsys)
+    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--center_fraction", "0.5", capsys=capsys)
     assert status == 0, err
     np.testing.assert_array_equal(np.load(sens_path), 1)
-    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--espirit_from_full",
+    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--center_fraction", "0.5", "--espirit_from_full",
                                 capsys=capsys)                      # another calibration: recomputed
     assert status == 0, err
     assert not np.allclose(np.load(sens_path), 1)
@@ -411,12 +413,14 @@ def _bad_cases(tmp_path: Path, tiny: dict) -> dict[str, tuple[str, list[str]]]:
         "not divisible": ("single-coil", ["--data", str(tmp_path / "odd.npy")]),
         "bad flag": ("single-coil", ["--data", str(good), "--mask_type", "radial"]),
         "hybrid m_steps": ("hybrid", ["--data", str(tmp_path / "mc_good.npy"), "--m_steps", "0"]),
+        "hybrid calibration": ("hybrid", ["--data", str(tmp_path / "mc_good.npy"), "--center_fraction", "0.1"]),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "unknown sample", "unreadable array", "wrong rank",
                                   "no coil axis", "nan", "mask mismatch", "missing mask", "checkpoint mismatch",
-                                  "missing checkpoint", "N < 1", "not divisible", "bad flag", "hybrid m_steps"])
+                                  "missing checkpoint", "N < 1", "not divisible", "bad flag", "hybrid m_steps",
+                                  "hybrid calibration"])
 def test_bad_input_exits_2(tmp_path, tiny, capsys, case):
     key, args = _bad_cases(tmp_path, tiny)[case]
     save_dir = tmp_path / "o"
