@@ -40,7 +40,7 @@ from utils import (SENSE, MultiCoilCartesian, SingleCoilCartesian, data_consiste
                    kaczmarz_original, lambda_schedule_linear)
 
 __all__ = [
-    "Predictor", "Corrector", "ReverseDiffusionPredictor", "EulerMaruyamaPredictor", "NonePredictor",
+    "Predictor", "Corrector", "ReverseDiffusionPredictor", "AncestralSamplingPredictor", "EulerMaruyamaPredictor", "NonePredictor",
     "LangevinCorrector", "NoneCorrector", "register_predictor", "register_corrector", "get_predictor",
     "get_corrector", "get_sampling_fn", "get_pc_sampler", "get_pc_fouriercs_fast", "get_pc_fouriercs_RI",
     "get_pc_fouriercs_RI_PI_SSOS", "get_pc_fouriercs_RI_coil_SENSE",
@@ -192,6 +192,30 @@ class ReverseDiffusionPredictor(Predictor):
         z = _randn_like(x, generator) if z is None else z
         x = x_mean + _expand(G, x) * z
         return x, x_mean
+
+
+@register_predictor(name="ancestral_sampling")
+class AncestralSamplingPredictor(Predictor):
+    """VE ancestral step (score_sde_pytorch; Ho et al. 2020 posterior for the VE chain).
+
+    x_mean = x + (sigma_i^2 - sigma_{i+1}^2) s(x, t), x = x_mean + sqrt(sigma_{i+1}^2 (sigma_i^2 -
+    sigma_{i+1}^2) / sigma_i^2) z. Unlike the reverse-diffusion step, its injected noise shrinks with
+    the step, so the variance falls to sigma_{i+1}^2 even for large steps: the predictor for few-step runs.
+    """
+
+    def update_fn(self, x, t, *, z=None, generator=None, t_next=None):
+        """One ancestral step towards sigma(t_next) (None: the SDE's adjacent discrete sigma)."""
+        if not isinstance(self.sde, sde_lib.VESDE):
+            raise NotImplementedError("ancestral sampling is implemented for the VE-SDE only")
+        if t_next is None:  # the SDE's discrete grid, as score_sde_pytorch
+            sigma, sigma_next = self.sde.adjacent_sigmas(t)
+        else:
+            sigma, sigma_next = self.sde.marginal_prob(torch.zeros_like(t), t)[1], _sigma_next(self.sde, t_next)
+        G2 = sigma ** 2 - sigma_next ** 2
+        x_mean = x + _expand(G2, x) * self.score_fn(x, t)
+        std = torch.sqrt(sigma_next ** 2 * G2 / sigma ** 2)
+        z = _randn_like(x, generator) if z is None else z
+        return x_mean + _expand(std, x) * z, x_mean
 
 
 @register_predictor(name="euler_maruyama")

@@ -165,6 +165,23 @@ def test_alg1_unconditional_toy_prior(predictor, corrector):
     assert x.var(0).mean().item() == pytest.approx(s ** 2, rel=0.1)
 
 
+def test_ancestral_predictor_samples_prior_in_few_steps():
+    """With only 10 steps from sigma_max, the VE ancestral step reaches the prior's mean with variance of the
+    prior's order (coarse steps shrink it somewhat), where the reverse-diffusion step keeps a variance far
+    above the prior's (its injected noise does not shrink with the step)."""
+    mu, s = smooth_image(16, 16), 0.3
+    sde = sde_lib.VESDE(0.01, 50, N=10)
+    out = {}
+    for name in ("ancestral_sampling", "reverse_diffusion"):
+        fn = sampling.get_pc_sampler(sde, (64, 1, 16, 16), name, "none", identity, 0.16, continuous=True,
+                                     generator=torch.Generator().manual_seed(0))
+        out[name] = fn(ToyGaussianScore(mu, s))[0]
+    x = out["ancestral_sampling"]
+    assert (x.mean(0, keepdim=True) - mu).abs().mean().item() < 0.05
+    assert 0.3 * s ** 2 < x.var(0).mean().item() < 1.5 * s ** 2
+    assert out["reverse_diffusion"].var(0).mean().item() > 10 * s ** 2
+
+
 def test_determinism_and_global_rng_untouched():
     """Same generator seed -> identical output; another seed -> different; the global RNG state is unchanged."""
     model, data, y, mask, _ = multicoil_problem(n_coils=1, size=16)
