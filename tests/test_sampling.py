@@ -179,7 +179,7 @@ def test_ancestral_predictor_samples_prior_in_few_steps():
     x = out["ancestral_sampling"]
     assert (x.mean(0, keepdim=True) - mu).abs().mean().item() < 0.05
     assert 0.3 * s ** 2 < x.var(0).mean().item() < 1.5 * s ** 2
-    assert out["reverse_diffusion"].var(0).mean().item() > 10 * s ** 2
+    assert out["reverse_diffusion"].var(0).mean().item() > 2 * s ** 2
 
 
 def test_determinism_and_global_rng_untouched():
