@@ -7,18 +7,13 @@ NCSN++ itself does not use this op; it is kept for API compatibility with the or
 """
 from __future__ import annotations
 
-import os
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
-_MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-# dtypes the compiled kernels accept (others use the native path).
-_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from op._jit import CUDA_DTYPES as _CUDA_DTYPES, build_extension
 
 # Compiled extension (None until a CUDA tensor is seen and the build succeeds).
 _cuda_module = None
@@ -28,25 +23,10 @@ _cuda_failed = False
 def _load_cuda():
     """Build/load the CUDA extension on first use; return it, or None if unavailable."""
     global _cuda_module, _cuda_failed
-    if _cuda_module is not None or _cuda_failed:
-        return _cuda_module
-    if not torch.cuda.is_available():
-        _cuda_failed = True
-        return None
-    try:
-        from torch.utils.cpp_extension import load  # deferred: never imported on CPU-only use
-
-        _cuda_module = load(
-            "score_mri_fused_bias_act",
-            sources=[os.path.join(_MODULE_DIR, "fused_bias_act.cpp"),
-                     os.path.join(_MODULE_DIR, "fused_bias_act_kernel.cu")],
-            verbose=False,
-        )
-    except Exception as exc:  # noqa: BLE001 - any build failure falls back to the native path
-        _cuda_failed = True
-        warnings.warn(f"op.fused_leaky_relu: CUDA extension unavailable ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}); using the PyTorch path.",
-                      RuntimeWarning, stacklevel=3)
+    if _cuda_module is None and not _cuda_failed:
+        _cuda_module = build_extension("score_mri_fused_bias_act",
+                                       ["fused_bias_act.cpp", "fused_bias_act_kernel.cu"], "op.fused_leaky_relu")
+        _cuda_failed = _cuda_module is None
     return _cuda_module
 
 
