@@ -6,7 +6,7 @@ network calls? Runs the embedded prior (or ``--config/--ckpt``) on centre crops 
 reduced size, so that a long run (``--full_N``, from t = 1) fits on a CPU, and averages over seeds.
 
     python benchmarks/quality_vs_calls.py                       # default grid, ~15 min on 2 CPU cores
-    python benchmarks/quality_vs_calls.py --cases real --fast 0.3:10 --full_N 50 --seeds 0   # smoke run
+    python benchmarks/quality_vs_calls.py --cases real --fast 0.5:10 --full_N 20 --seeds 0   # smoke run
 
 Writes ``benchmarks/results/quality_vs_calls.{json,md,png}`` (``--out`` to change) and prints the table.
 """
@@ -76,7 +76,8 @@ def magnitude(x: torch.Tensor, alg: str) -> np.ndarray:
     return x[0, 0].abs().numpy() if torch.is_complex(x) else x[0, 0].numpy()
 
 
-def run_one(model, config, case: dict, N: int, t0: float | None, seed: int, snr: float) -> dict:
+def run_one(model, config, case: dict, N: int, t0: float | None, seed: int, snr: float,
+            predictor: str, corrector: str) -> dict:
     """One reconstruction; returns PSNR/SSIM, network calls and seconds."""
     sde = sde_lib.VESDE(config.model.sigma_min, config.model.sigma_max, N=N)
     kw = dict(continuous=True, generator=torch.Generator().manual_seed(seed), t0=t0)
@@ -86,18 +87,18 @@ def run_one(model, config, case: dict, N: int, t0: float | None, seed: int, snr:
         t = time.perf_counter()
         with torch.inference_mode():
             if case["alg"] == "alg4":
-                fn = sampling.get_pc_fouriercs_RI_PI_SSOS(sde, "reverse_diffusion", "langevin", lambda x: x, snr,
+                fn = sampling.get_pc_fouriercs_RI_PI_SSOS(sde, predictor, corrector, lambda x: x, snr,
                                                           mask=case["mask"], **kw)
                 out = fn(model, case["zf"], case["Fy"])
             else:
                 build = sampling.get_pc_fouriercs_fast if case["alg"] == "alg2" else sampling.get_pc_fouriercs_RI
-                fn = build(sde, "reverse_diffusion", "langevin", lambda x: x, snr, **kw)
+                fn = build(sde, predictor, corrector, lambda x: x, snr, **kw)
                 out = fn(model, case["zf"], case["mask"], case["Fy"])
         secs = time.perf_counter() - t
     finally:
         hook.remove()
     rec = magnitude(out, case["alg"])
-    return {"N": N, "t0": t0, "seed": seed, "calls": calls[0], "seconds": round(secs, 2),
+    return {"N": N, "t0": t0, "seed": seed, "predictor": predictor, "corrector": corrector, "calls": calls[0], "seconds": round(secs, 2),
             "psnr": float(psnr(case["label"], rec)), "ssim": float(ssim(case["label"], rec))}
 
 
@@ -105,11 +106,11 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Mean and spread over seeds for each (case, N, t0)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["case"], r["N"], r["t0"]), []).append(r)
+        groups.setdefault((r["case"], r["predictor"], r["N"], r["t0"]), []).append(r)
     out = []
-    for (case, N, t0), rs in groups.items():
+    for (case, predictor, N, t0), rs in groups.items():
         p = np.array([r["psnr"] for r in rs])
-        out.append({"case": case, "N": N, "t0": t0, "calls": rs[0]["calls"], "seeds": len(rs),
+        out.append({"case": case, "predictor": predictor, "N": N, "t0": t0, "calls": rs[0]["calls"], "seeds": len(rs),
                     "psnr": float(p.mean()), "psnr_std": float(p.std()),
                     "ssim": float(np.mean([r["ssim"] for r in rs])),
                     "seconds": float(np.mean([r["seconds"] for r in rs]))})
@@ -122,12 +123,11 @@ def markdown(summary: list[dict], zf: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for case in dict.fromkeys(s["case"] for s in summary):
         rows = [s for s in summary if s["case"] == case]
-        full = [s for s in rows if s["t0"] is None]
-        ref = max(full, key=lambda s: s["calls"]) if full else None
+        ref = max(rows, key=lambda s: s["calls"])  # the longest run
         lines.append(f"| {case} | zero-filled | - | 0 | {zf[case]['psnr']:.2f} | {zf[case]['ssim']:.3f} | - | - |")
-        for s in sorted(rows, key=lambda s: (s["t0"] is None, s["calls"])):
-            mode = "from noise (t=1)" if s["t0"] is None else f"fast, t0={s['t0']}"
-            gap = "" if ref is None else f"{s['psnr'] - ref['psnr']:+.2f}"
+        for s in sorted(rows, key=lambda s: s["calls"]):
+            mode = (f"{s['predictor']}, " + ("from noise (t=1)" if s["t0"] is None else f"fast, t0={s['t0']}"))
+            gap = f"{s['psnr'] - ref['psnr']:+.2f}"
             lines.append(f"| {case} | {mode} | {s['N']} | {s['calls']} | {s['psnr']:.2f} ± {s['psnr_std']:.2f} | "
                          f"{s['ssim']:.3f} | {s['seconds']:.1f} | {gap} |")
     return "\n".join(lines)
@@ -142,9 +142,9 @@ def plot(summary: list[dict], zf: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.4), squeeze=False)
     for ax, case in zip(axes[0], cases):
         rows = [s for s in summary if s["case"] == case]
-        for t0 in dict.fromkeys(s["t0"] for s in rows):
-            rs = sorted((s for s in rows if s["t0"] == t0), key=lambda s: s["calls"])
-            label = "from noise (t=1)" if t0 is None else f"fast, t0={t0}"
+        for pred, t0 in dict.fromkeys((s["predictor"], s["t0"]) for s in rows):
+            rs = sorted((s for s in rows if s["t0"] == t0 and s["predictor"] == pred), key=lambda s: s["calls"])
+            label = f"{pred}, " + ("from noise (t=1)" if t0 is None else f"t0={t0}")
             ax.errorbar([s["calls"] for s in rs], [s["psnr"] for s in rs], [s["psnr_std"] for s in rs],
                         marker="o", ms=4, capsize=2, label=label)
         ax.axhline(zf[case]["psnr"], color="gray", ls=":", label="zero-filled")
@@ -164,12 +164,16 @@ def main() -> None:
     """Run the grid, print the table, write JSON/markdown/PNG."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default="real,complex,multicoil")
-    p.add_argument("--fast", nargs="*", default=["0.2:10", "0.3:10", "0.3:25", "0.3:50", "0.4:50"],
-                   help="few-step settings T0:N")
-    p.add_argument("--full_N", nargs="*", type=int, default=[50, 200, 500],
-                   help="step counts of the runs from pure noise (t = 1)")
-    p.add_argument("--full_N_multicoil", nargs="*", type=int, default=[50, 200])
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    p.add_argument("--fast", nargs="*", default=["1.0:25", "0.5:50", "0.7:50", "1.0:50"],
+                   help="few-step settings T0:N with the --fast_predictor (t0 1.0: from pure noise)")
+    p.add_argument("--fast_predictor", default="ancestral_sampling")
+    p.add_argument("--full_N", nargs="*", type=int, default=[100, 500],
+                   help="step counts of the long runs from pure noise (t = 1) with the --full_predictor")
+    p.add_argument("--full_N_multicoil", nargs="*", type=int, default=[50, 150])
+    p.add_argument("--full_predictor", default="reverse_diffusion", help="the original's predictor")
+    p.add_argument("--corrector", default="langevin")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="seeds of the few-step runs")
+    p.add_argument("--full_seeds", nargs="*", type=int, default=[0], help="seeds of the long runs")
     p.add_argument("--coils", type=int, default=4)
     p.add_argument("--snr", type=float, default=0.16)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -187,23 +191,24 @@ def main() -> None:
     rows, zf = [], {}
     for name in a.cases.split(","):
         case = make_case(name, a.coils)
-        zf_img = magnitude(case["zf"] if case["alg"] != "alg2" else case["zf"], case["alg"])
+        zf_img = magnitude(case["zf"], case["alg"])
         zf[name] = {"psnr": float(psnr(case["label"], zf_img)), "ssim": float(ssim(case["label"], zf_img))}
         full = a.full_N_multicoil if case["alg"] == "alg4" else a.full_N
-        settings = [(t0, N) for t0, N in fast] + [(None, N) for N in full]
-        for t0, N in settings:
-            for seed in a.seeds:
-                r = run_one(model, config, case, N, t0, seed, a.snr)
+        settings = ([(a.fast_predictor, None if t0 >= 1 else t0, N, a.seeds) for t0, N in fast]
+                    + [(a.full_predictor, None, N, a.full_seeds) for N in full])
+        for predictor, t0, N, seeds in settings:
+            for seed in seeds:
+                r = run_one(model, config, case, N, t0, seed, a.snr, predictor, a.corrector)
                 r["case"] = name
                 rows.append(r)
-                print(f"{name:9s} t0={t0!s:5s} N={N:4d} seed={seed} calls={r['calls']:5d} "
+                print(f"{name:9s} {predictor:18s} t0={t0!s:5s} N={N:4d} seed={seed} calls={r['calls']:5d} "
                       f"PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} {r['seconds']:.1f}s", flush=True)
     summary = summarise(rows)
     md = markdown(summary, zf)
     print(md)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"config": a.config, "ckpt": a.ckpt, "snr": a.snr, "coils": a.coils, "threads": torch.get_num_threads(),
+    meta = {"config": a.config, "ckpt": a.ckpt, "snr": a.snr, "corrector": a.corrector, "coils": a.coils, "threads": torch.get_num_threads(),
             "cases": {k: {"file": CASES[k][0], "algorithm": CASES[k][1], "crop": CASES[k][2]} for k in zf},
             "mask": "gaussian1d x4, centre fraction 0.08, seed 0"}
     (out / "quality_vs_calls.json").write_text(json.dumps({"meta": meta, "zero_filled": zf, "summary": summary,
