@@ -54,6 +54,15 @@ def get_config() -> ml_collections.ConfigDict:
     optim.lr = 3e-4
     optim.warmup = 100
 
+    # Few-step default (issue 6; benchmarks/quality_vs_calls.py): the VE ancestral predictor, which stays
+    # stable with coarse steps, plus the Langevin corrector: N=50 -> 100 network calls for Algorithm 2.
+    # The paper's setting stays one flag away: --predictor reverse_diffusion --N 2000.
     sampling = config.sampling
+    sampling.predictor = 'ancestral_sampling'
+    sampling.corrector = 'langevin'
     sampling.snr = 0.16
+    sampling.N = 50
+    sampling.fast = False               # start at t = 1; --t0 < 1 starts from the noised zero-filled image
+    sampling.t0 = 0.5
+    sampling.m_steps = 10               # hybrid: SENSE step every 10 of the 50 iterations
     return config
