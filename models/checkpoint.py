@@ -216,7 +216,8 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """Atomically write ``{'model', 'ema', 'optimizer', 'step'}`` (objects -> state dicts).
 
     The file is written to a hidden temporary file in the same folder and renamed over ``path``,
-    so an interrupted save never leaves a partial file under the target name.
+    so an interrupted save never leaves a partial file under the target name; temporary files left by
+    a killed earlier save (kill -9 mid-write) are removed after the next successful one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +231,8 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     except BaseException:
         try:
             os.unlink(tmp)
