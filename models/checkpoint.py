@@ -241,6 +241,17 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
         raise
 
 
+def _load_model_state(path: Path, model: torch.nn.Module, device) -> dict:
+    """Read ``path``, load its model state strictly into ``model``; the file's dict with 'model' cleaned, 'step' int."""
+    ckpt = _torch_load(path, device)
+    state = _check_and_fix(_model_state(ckpt, path), model, path)
+    model.load_state_dict(state, strict=True)
+    out = dict(ckpt) if isinstance(ckpt, Mapping) and "model" in ckpt else {"model": ckpt}
+    out["model"] = state
+    out["step"] = int(_to_python_number(out.get("step", 0)))
+    return out
+
+
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, ema=None, optimizer=None,
                     device: str | torch.device = "cpu", *, copy_ema_to_model: bool = True) -> dict:
     """Restore model (strict), EMA and optimizer from ``path``; return the loaded dict.
@@ -250,12 +261,7 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, ema=None, o
     cleaned 'model' state and 'step' (0 when absent).
     """
     path = Path(path)
-    ckpt = _torch_load(path, device)
-    state = _check_and_fix(_model_state(ckpt, path), model, path)
-    model.load_state_dict(state, strict=True)
-    out = dict(ckpt) if isinstance(ckpt, Mapping) and "model" in ckpt else {"model": ckpt}
-    out["model"] = state
-    out["step"] = int(_to_python_number(out.get("step", 0)))
+    out = _load_model_state(path, model, device)
 
     if ema is not None:
         shadows = _ema_shadows(out, model, path)
@@ -291,12 +297,7 @@ def load_model_weights(path: str | os.PathLike, model: torch.nn.Module,
     A file without EMA state (e.g. a bare state dict) gives the model weights as stored.
     """
     path = Path(path)
-    ckpt = _torch_load(path, device)
-    state = _check_and_fix(_model_state(ckpt, path), model, path)
-    model.load_state_dict(state, strict=True)
-    out = dict(ckpt) if isinstance(ckpt, Mapping) and "model" in ckpt else {"model": ckpt}
-    out["model"] = state
-    out["step"] = int(_to_python_number(out.get("step", 0)))
+    out = _load_model_state(path, model, device)
     if out.get("ema") is not None:
         _copy_shadows(_ema_shadows(out, model, path), model)
     return out
