@@ -59,3 +59,17 @@ def reference(shared):
         return cache[name]
 
     return load
+
+
+def assert_golden(actual: torch.Tensor, expected: torch.Tensor, ulps: int = 32) -> None:
+    """Match a golden tensor to a few units in the last place of its scale (dtype and shape exactly).
+
+    Golden vectors were recorded on another CPU; FFT and reduction kernels pick different SIMD paths per
+    CPU, so results agree to rounding, not bit for bit. ``ulps`` machine epsilons of max|expected| bound
+    the difference (a real defect moves values by many orders of magnitude more).
+    """
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (actual.dtype, actual.shape)
+    eps = torch.finfo(expected.real.dtype if expected.is_complex() else expected.dtype).eps \
+        if (expected.is_floating_point() or expected.is_complex()) else 0.0
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=0, atol=ulps * eps * max(scale, 1e-30))

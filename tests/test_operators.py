@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_golden
 
 import utils
 
@@ -152,8 +153,7 @@ def golden(reference):
 
 
 def exact(actual, expected):
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    assert_golden(actual, expected)
 
 
 def test_alg2_fast_golden(golden):
