@@ -3,7 +3,9 @@ the prior of Chung & Ye 2022, as in score_sde_pytorch / score-MRI ``models/ncsnp
 
 Every layer lives in one flat ``all_modules`` ModuleList, in the original construction order, so the
 state_dict keys of the released checkpoint load strictly. ``forward`` walks the list with a running
-index ``m_idx`` in exactly the order the modules were appended.
+index ``m_idx`` in exactly the order the modules were appended. As in the original, the parameter-free
+pyramid resamplers of ``progressive='output_skip'`` / ``progressive_input='input_skip'`` are the
+attributes ``pyramid_upsample`` / ``pyramid_downsample``, outside the list.
 
 Fix over the original: whether a level has attention is decided once, from ``config.data.image_size``
 (level i has width image_size // 2**i), and stored in ``attn_levels``. The original tests the run-time
@@ -99,17 +101,21 @@ class NCSNpp(nn.Module):
                                       skip_rescale=skip_rescale)
         Upsample = functools.partial(layerspp.Upsample, with_conv=resamp_with_conv, fir=fir,
                                      fir_kernel=fir_kernel)
+        channels = config.data.num_channels
+        # The parameter-free pyramid resamplers of output_skip / input_skip are attributes outside
+        # ``all_modules``, as in score_sde_pytorch (``self.pyramid_upsample`` /
+        # ``self.pyramid_downsample``), so the indices of the modules after them match the original's.
         if progressive == "output_skip":
-            pyramid_upsample = functools.partial(layerspp.Upsample, fir=fir, fir_kernel=fir_kernel,
-                                                 with_conv=False)
+            self.pyramid_upsample = layerspp.Upsample(in_ch=channels, fir=fir, fir_kernel=fir_kernel,
+                                                      with_conv=False)
         elif progressive == "residual":
             pyramid_upsample = functools.partial(layerspp.Upsample, fir=fir, fir_kernel=fir_kernel,
                                                  with_conv=True)
         Downsample = functools.partial(layerspp.Downsample, with_conv=resamp_with_conv, fir=fir,
                                        fir_kernel=fir_kernel)
         if progressive_input == "input_skip":
-            pyramid_downsample = functools.partial(layerspp.Downsample, fir=fir,
-                                                   fir_kernel=fir_kernel, with_conv=False)
+            self.pyramid_downsample = layerspp.Downsample(in_ch=channels, fir=fir, fir_kernel=fir_kernel,
+                                                          with_conv=False)
         elif progressive_input == "residual":
             pyramid_downsample = functools.partial(layerspp.Downsample, fir=fir,
                                                    fir_kernel=fir_kernel, with_conv=True)
@@ -126,7 +132,6 @@ class NCSNpp(nn.Module):
             raise ValueError(f"resblock type {resblock_type} unrecognized.")
 
         # --- downsampling path -------------------------------------------------------------------
-        channels = config.data.num_channels
         if progressive_input != "none":
             input_pyramid_ch = channels
 
@@ -150,7 +155,6 @@ class NCSNpp(nn.Module):
                     modules.append(ResnetBlock(down=True, in_ch=in_ch))
 
                 if progressive_input == "input_skip":
-                    modules.append(pyramid_downsample(in_ch=input_pyramid_ch))
                     modules.append(combiner(dim1=input_pyramid_ch, dim2=in_ch))
                     if combine_method == "cat":
                         in_ch *= 2
@@ -191,7 +195,6 @@ class NCSNpp(nn.Module):
                         pyramid_ch = in_ch
                 else:
                     if progressive == "output_skip":
-                        modules.append(pyramid_upsample(in_ch=pyramid_ch))
                         modules.append(nn.GroupNorm(num_groups=min(in_ch // 4, 32),
                                                     num_channels=in_ch, eps=1e-6))
                         modules.append(conv3x3(in_ch, channels, bias=True, init_scale=init_scale))
@@ -274,8 +277,7 @@ class NCSNpp(nn.Module):
                 m_idx += 1
 
                 if self.progressive_input == "input_skip":
-                    input_pyramid = modules[m_idx](input_pyramid)
-                    m_idx += 1
+                    input_pyramid = self.pyramid_downsample(input_pyramid)
                     h = modules[m_idx](input_pyramid, h)
                     m_idx += 1
                 elif self.progressive_input == "residual":
@@ -316,8 +318,7 @@ class NCSNpp(nn.Module):
                     pyramid = modules[m_idx](pyramid)
                     m_idx += 1
                 elif self.progressive == "output_skip":
-                    pyramid = modules[m_idx](pyramid)
-                    m_idx += 1
+                    pyramid = self.pyramid_upsample(pyramid)
                     pyramid_h = self.act(modules[m_idx](h))
                     m_idx += 1
                     pyramid_h = modules[m_idx](pyramid_h)

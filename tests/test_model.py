@@ -96,12 +96,27 @@ def test_knee_config_values(reference):
                 yield f"{prefix}{k}", norm(v)
 
     ours, golden = dict(flat(ours)), dict(flat(golden))
-    # Every original field is present with the original value (this project may add fields).
+    # Deliberate departures from the original config file, each toward the original's behaviour:
+    # its scripts sample with snr 0.16 (hard-coded, the file's 0.075 is never used), and its knee
+    # loader never flips (random_flip is read only by the TF loaders of other datasets).
+    departures = {"sampling.snr": (0.075, 0.16), "data.random_flip": (True, False)}
+    for k, (theirs, mine) in departures.items():
+        assert (golden.pop(k), ours.pop(k)) == (theirs, mine), k
+    # Every other original field is present with the original value (this project may add fields).
     assert {k: ours.get(k, "<missing>") for k in golden} == golden
     config = knee_config.get_config()
     assert (config.model.nf, tuple(config.model.ch_mult), config.model.num_res_blocks) \
         == (128, (1, 2, 2, 2), 4)
     assert "device" not in config
+
+
+def test_knee_config_samples_with_the_papers_settings():
+    """The knee config holds what the original inference scripts hard-code (Chung & Ye 2022, Sec. 4)."""
+    s = knee_config.get_config().sampling
+    assert (s.predictor, s.corrector, s.n_steps_each) == ("reverse_diffusion", "langevin", 1)
+    assert s.snr == 0.16  # not the 0.075 inherited from default_lsun_configs
+    assert (s.N, s.N_multi_coil, s.m_steps) == (2000, 500, 50)  # real/single-coil, multi-coil, SENSE period
+    assert s.get("fast", False) is False  # from t = 1, as the original
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,6 +217,62 @@ def test_knee_structure_runs_on_inputs_passing_width_16():
         x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(size))
         with torch.no_grad():
             out = model(x, torch.tensor([3.0]))
+        assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# output_skip / input_skip: the original's module indices (checkpoint keys)
+# --------------------------------------------------------------------------------------------------
+
+# Parameter names of each module class, in registration order (score_sde_pytorch models/layerspp.py).
+_RES = ("GroupNorm_0.weight", "GroupNorm_0.bias", "Conv_0.weight", "Conv_0.bias", "Dense_0.weight",
+        "Dense_0.bias", "GroupNorm_1.weight", "GroupNorm_1.bias", "Conv_1.weight", "Conv_1.bias")
+_RES_SKIP = _RES + ("Conv_2.weight", "Conv_2.bias")  # in_ch != out_ch, up or down: 1x1 skip conv
+_ATTN = ("GroupNorm_0.weight", "GroupNorm_0.bias") + tuple(f"NIN_{i}.{p}" for i in range(4) for p in "Wb")
+_WB = ("weight", "bias")
+
+# Written from a reading of score_sde_pytorch models/ncsnpp.py (NCSNpp.__init__, the same in score-MRI)
+# for nf 8, ch_mult (1, 2), 1 res block, image 16, attention at 8, BigGAN blocks, progressive
+# 'output_skip', progressive_input 'input_skip', combine 'sum'. The original keeps the parameter-free
+# pyramid resamplers in self.pyramid_upsample / self.pyramid_downsample, so they take no index here.
+_SKIP_GOLDEN = [
+    ("GaussianFourierProjection", ("W",)),          # 0
+    ("Linear", _WB), ("Linear", _WB),                # 1-2 noise embedding
+    ("Conv2d", _WB),                                 # 3 input conv 1 -> 8
+    ("ResnetBlockBigGANpp", _RES),                   # 4 level 0 (16 px): 8 -> 8
+    ("ResnetBlockBigGANpp", _RES_SKIP),              # 5 down
+    ("Combine", ("Conv_0.weight", "Conv_0.bias")),   # 6 input_skip: pyramid (1 ch) into 8 ch
+    ("ResnetBlockBigGANpp", _RES_SKIP),              # 7 level 1 (8 px): 8 -> 16
+    ("AttnBlockpp", _ATTN),                          # 8
+    ("ResnetBlockBigGANpp", _RES), ("AttnBlockpp", _ATTN), ("ResnetBlockBigGANpp", _RES),  # 9-11 bottleneck
+    ("ResnetBlockBigGANpp", _RES_SKIP), ("ResnetBlockBigGANpp", _RES_SKIP),  # 12-13 up level 1: 32, 24 -> 16
+    ("AttnBlockpp", _ATTN),                          # 14
+    ("GroupNorm", _WB), ("Conv2d", _WB),             # 15-16 output_skip head of the coarsest level
+    ("ResnetBlockBigGANpp", _RES_SKIP),              # 17 up
+    ("ResnetBlockBigGANpp", _RES_SKIP), ("ResnetBlockBigGANpp", _RES_SKIP),  # 18-19 up level 0: 24, 16 -> 8
+    ("GroupNorm", _WB), ("Conv2d", _WB),             # 20-21 output_skip head (no separate final head)
+]
+
+
+def test_output_skip_input_skip_keys_match_the_original():
+    config = _small_config(progressive="output_skip", progressive_input="input_skip",
+                           progressive_combine="sum", attn_resolutions=(8,))
+    config.data.image_size = 16
+    config.model.ch_mult = (1, 2)
+    model = mutils.create_model(config).eval()
+    assert [type(m).__name__ for m in model.all_modules] == [c for c, _ in _SKIP_GOLDEN]
+    expected = ["sigmas"] + [f"all_modules.{i}.{k}" for i, (_, keys) in enumerate(_SKIP_GOLDEN) for k in keys]
+    assert list(model.state_dict()) == expected
+    state = model.state_dict()
+    assert state["all_modules.6.Conv_0.weight"].shape == (8, 1, 1, 1)  # combine: 1x1 conv 1 -> 8 channels
+    assert state["all_modules.16.weight"].shape == (1, 16, 3, 3)  # output_skip heads: 3x3 conv to 1 channel
+    assert state["all_modules.21.weight"].shape == (1, 8, 3, 3)
+    # the resamplers are stateless attributes; the model runs at its size and at twice its size
+    assert not list(model.pyramid_upsample.state_dict()) and not list(model.pyramid_downsample.state_dict())
+    for size in (16, 32):
+        x = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(size))
+        with torch.no_grad():
+            out = model(x, torch.tensor([0.5, 20.0]))
         assert out.shape == x.shape and torch.isfinite(out).all()
 
 
