@@ -1,5 +1,5 @@
-"""Numerical helpers for score-MRI: FFT conventions, measurement operators and data consistency,
-sampling masks, normalisation, lambda schedules and data scalers (SPEC sections 4 and 5).
+"""Numerical helpers for score-MRI: FFT conventions, sampling masks, normalisation, lambda schedules and
+data scalers. The measurement operators live in ``operators.py`` (re-exported here for the original's names).
 
 Two FFT conventions exist, as in the original code:
   * single-coil (Algorithms 2, 3): ``fft2(x) = fftshift(F x)`` -- unnormalised, *no* ifftshift before
@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from fastmri_utils import fft2c, ifft2c
+from operators import (SENSE, MultiCoilCartesian, SingleCoilCartesian, data_consistency,  # noqa: F401
+                       data_consistency_real, fft2, ifft2, kaczmarz_original)
 
 __all__ = [
     "fft2", "ifft2", "fft2_m", "ifft2_m",
@@ -31,16 +33,6 @@ __all__ = [
 # FFT conventions
 # ----------------------------------------------------------------------------------------------------------
 
-def fft2(x: torch.Tensor) -> torch.Tensor:
-    """Single-coil k-space: fftshift(F x) over the last two dims (unnormalised; no ifftshift before F)."""
-    return torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
-
-
-def ifft2(k: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`fft2`: F^-1 ifftshift(k) over the last two dims (1/(H W) normalisation)."""
-    return torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)))
-
-
 def fft2_m(x: torch.Tensor) -> torch.Tensor:
     """Multi-coil k-space: centered orthonormal FFT (fastMRI ``fft2c``) of a complex tensor."""
     return fft2c(x)
@@ -49,123 +41,6 @@ def fft2_m(x: torch.Tensor) -> torch.Tensor:
 def ifft2_m(k: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`fft2_m`: centered orthonormal inverse FFT (fastMRI ``ifft2c``)."""
     return ifft2c(k)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Measurement operators (STYLE guideline 1). Masks are real 0/1 tensors broadcastable to the k-space.
-# ----------------------------------------------------------------------------------------------------------
-
-class SingleCoilCartesian:
-    """Single-coil Cartesian MRI, A x = mask * fft2(x) with the original shifted, unnormalised FFT.
-
-    Because ``fft2`` is unnormalised, ``ifft2`` is the adjoint only up to the factor H*W: ``A_H`` is the
-    true adjoint (H*W * ifft2(mask * y), so <A x, y> = <x, A_H y>), while ``project`` keeps the original's
-    ``ifft2``, which inverts ``fft2`` exactly.
-    """
-
-    def __init__(self, mask: torch.Tensor):
-        self.mask = mask  # [B or 1, 1, H, W]
-
-    def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward model: masked shifted k-space [B, C, H, W]."""
-        return self.mask * fft2(x)
-
-    def A_H(self, y: torch.Tensor) -> torch.Tensor:
-        """Adjoint of :meth:`A`: H*W * ifft2(mask * y)."""
-        h, w = y.shape[-2:]
-        return (h * w) * ifft2(self.mask * y)
-
-    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Data consistency: replace the measured k-space of x by y (y already masked), ifft2(fft2(x)(1-M) + y)."""
-        return ifft2(fft2(x) * (1. - self.mask) + y)
-
-
-class MultiCoilCartesian:
-    """Multi-coil Cartesian MRI, one k-space per coil: A x = mask * fft2c(x) (orthonormal, so A_H = ifft2c)."""
-
-    def __init__(self, mask: torch.Tensor):
-        self.mask = mask  # [B or 1, C or 1, H, W]
-
-    def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward model on coil images [B, C, H, W] -> masked centered k-space [B, C, H, W]."""
-        return self.mask * fft2c(x)
-
-    def A_H(self, y: torch.Tensor) -> torch.Tensor:
-        """Adjoint of :meth:`A`: ifft2c(mask * y)."""
-        return ifft2c(self.mask * y)
-
-    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-coil data consistency ifft2c(fft2c(x)(1 - M) + y), y already masked (Algorithm 4)."""
-        return ifft2c(fft2c(x) * (1. - self.mask) + y)
-
-
-class SENSE:
-    """SENSE model A x = mask * fft2c(sens * x) from one image [B, 1, H, W] to coil k-space [B, C, H, W]."""
-
-    def __init__(self, sens: torch.Tensor, mask: torch.Tensor):
-        self.sens = sens  # [B or 1, C, H, W] complex coil sensitivities S_c
-        self.mask = mask  # [B or 1, C or 1, H, W]
-
-    def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward model: mask * fft2c(S_c x) for every coil c; x [B, 1, H, W] -> [B, C, H, W]."""
-        return self.mask * fft2c(self.sens * x)
-
-    def A_H(self, y: torch.Tensor) -> torch.Tensor:
-        """Adjoint: sum_c conj(S_c) ifft2c(mask * y_c); [B, C, H, W] -> [B, 1, H, W]."""
-        return torch.sum(torch.conj(self.sens) * ifft2c(y * self.mask), dim=1, keepdim=True)
-
-    def combine(self, x_coils: torch.Tensor) -> torch.Tensor:
-        """Coil combination S^H: sum_c conj(S_c) x_c; [B, C, H, W] -> [B, 1, H, W]."""
-        return torch.sum(torch.conj(self.sens) * x_coils, dim=1, keepdim=True)
-
-    def expand(self, x: torch.Tensor) -> torch.Tensor:
-        """Coil images S x; [B, 1, H, W] -> [B, C, H, W]."""
-        return self.sens * x
-
-    def kaczmarz(self, x: torch.Tensor, y: torch.Tensor, lamb: float) -> torch.Tensor:
-        """Kaczmarz/Landweber step of Algorithm 5 on the image: x + lamb * A^H (y - A x); x [B, 1, H, W]."""
-        return x + lamb * self.A_H(y - self.A(x))
-
-    def kaczmarz_coils(self, x_coils: torch.Tensor, y: torch.Tensor, lamb: float) -> torch.Tensor:
-        """Algorithm 5 SENSE step on coil images (this project's fix of the original's step).
-
-        With the coils combined by S^H (``combine``), this is one gradient step on
-        1/2 ||y - A S^H x_coils||^2: x_c <- x_c + lamb * S_c A^H (y - A S^H x_coils). The combined image takes
-        the SENSE step x <- x + lamb A^H(y - A x) (exactly so when sum_c |S_c|^2 = 1, as for ESPIRiT maps inside
-        the support), and each coil keeps the part of its image that the combination does not see.
-        """
-        update = lamb * self.A_H(y - self.A(self.combine(x_coils)))  # [B, 1, H, W]
-        return x_coils + self.expand(update)
-
-
-def data_consistency(op: Any, x: torch.Tensor, x_mean: torch.Tensor, y: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Complex data consistency of Algorithms 3 and 4: project both x and x_mean onto the measurements y."""
-    return op.project(x, y), op.project(x_mean, y)
-
-
-def data_consistency_real(op: Any, x: torch.Tensor, y: torch.Tensor, x_mean: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real-valued data consistency of Algorithm 2: x <- Re(P(x)), x_mean <- Re(P(.)).
-
-    With ``x_mean=None`` (the original's behaviour, kept for the faithful mode) x_mean is recomputed by
-    projecting the already-projected x, and the predictor/corrector x_mean is discarded; given an
-    ``x_mean``, that one is projected instead.
-    """
-    x = torch.real(op.project(x, y))
-    x_mean = torch.real(op.project(x if x_mean is None else x_mean, y))
-    return x, x_mean
-
-
-def kaczmarz_original(x: torch.Tensor, y: torch.Tensor, sens: torch.Tensor, mask: torch.Tensor,
-                      lamb: float) -> torch.Tensor:
-    """The original's Algorithm 5 step on the coil stack x [B, C, H, W] (faithful mode only).
-
-    It applies A elementwise to the coil images as if each were the image (S_c * x_c), sums the adjoint to
-    one image and adds that same update to every coil. See :meth:`SENSE.kaczmarz_coils` for the fix.
-    """
-    op = SENSE(sens, mask)
-    return x + lamb * op.A_H(y - op.A(x))  # [B, 1, H, W] update broadcast onto all C coils
 
 
 # ----------------------------------------------------------------------------------------------------------
