@@ -52,16 +52,19 @@ ESPIRIT_MIN_CALIB = 12  # below this (kernel width 6) ESPIRiT has too few calibr
 
 
 def calib_width(mask: np.ndarray | torch.Tensor, cap: int = ESPIRIT_MAX_CALIB) -> int:
-    """Side of the largest fully sampled square holding the k-space centre (ESPIRiT calibration), at most cap."""
+    """Largest ESPIRiT calibration width w <= cap whose square, as sigpy crops it, is fully sampled.
+
+    sigpy's ``EspiritCalib`` takes the calibration region with ``sp.resize``: rows and columns
+    [n//2 - w//2, n//2 - w//2 + w) of each k-space axis of length n. Only that exact square counts (another
+    fully sampled square around the centre would let sigpy read unmeasured zeros into the calibration).
+    """
     m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask)
     m = np.abs(m.reshape(-1, *m.shape[-2:])).min(axis=0) > 0  # [H, W] sampled in every coil/batch item
     H, W = m.shape
-    cy, cx = H // 2, W // 2
 
-    def fits(w: int) -> bool:  # some fully sampled w x w square contains the centre sample
-        return any(m[y0:y0 + w, x0:x0 + w].all()
-                   for y0 in range(max(0, cy - w + 1), min(cy, H - w) + 1)
-                   for x0 in range(max(0, cx - w + 1), min(cx, W - w) + 1))
+    def fits(w: int) -> bool:  # the w x w square sigpy crops is fully sampled
+        y0, x0 = H // 2 - w // 2, W // 2 - w // 2
+        return bool(m[y0:y0 + w, x0:x0 + w].all())
 
     width = next((w for w in range(min(H, W, cap), 0, -1) if fits(w)), 0)
     if width < ESPIRIT_MIN_CALIB:
@@ -235,7 +238,8 @@ def _poisson_pattern(size: int, acc_factor: float, seed: int) -> np.ndarray:
 
 
 def get_mask(img: torch.Tensor, size: int, batch_size: int, type: str = "gaussian2d", acc_factor: float = 8,
-             center_fraction: float = 0.04, fix: bool = False, seed: int | None = None) -> torch.Tensor:
+             center_fraction: float = 0.04, fix: bool = False, seed: int | None = None, *,
+             faithful: bool = False) -> torch.Tensor:
     """Undersampling mask with the shape and dtype of ``img`` [B, C, H, W] (SPEC section 5).
 
     One mask per batch item (shared by all coils), or one for the whole batch with ``fix``. Randomness comes
@@ -244,7 +248,8 @@ def get_mask(img: torch.Tensor, size: int, batch_size: int, type: str = "gaussia
     The global NumPy and torch random states are never touched. Types: gaussian1d, uniform1d (centre block of
     int(size * center_fraction) columns plus random columns), gaussian2d, uniformrandom2d (centre fraction
     ignored) and poisson (sigpy Poisson disc; batch item i uses seed + i, or seed alone with ``fix``; without a
-    seed, seeds are drawn from the RandomState).
+    seed, seeds are drawn from the RandomState). ``faithful=True`` gives every batch item the original's
+    Poisson mask, ``sigpy.mri.poisson((size, size), accel)`` with sigpy's default seed 0, whatever ``seed``.
     """
     if type not in MASK_TYPES:
         raise ValueError(f"unknown mask type {type!r}; expected one of {', '.join(MASK_TYPES)}")
@@ -257,6 +262,8 @@ def get_mask(img: torch.Tensor, size: int, batch_size: int, type: str = "gaussia
     mask = torch.zeros_like(img)
     if type == "poisson":
         base_seed = seed if seed is not None else int(rng.randint(0, 2 ** 31 - 1 - batch_size))
+        if faithful:  # the original: one poisson((size, size), accel) call, sigpy's default seed 0
+            base_seed, fix = 0, True
     for i in range(1 if fix else batch_size):
         if type == "poisson":
             pattern = _poisson_pattern(size, acc_factor, base_seed + i)

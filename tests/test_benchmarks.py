@@ -63,13 +63,13 @@ def test_calib_width_counts_the_fully_sampled_centre():
     mask = np.zeros((64, 64), np.float32)
     mask[:, 26:40] = 1          # 14 centre columns (32 is the centre)
     mask[:, [3, 50]] = 1        # isolated columns do not count
-    assert utils.calib_width(mask) == 14
+    assert utils.calib_width(mask) == 13  # sigpy crops [32 - w//2, ...): w = 14 would start at column 25
     mask[:, 10:60] = 1
     assert utils.calib_width(mask) == utils.ESPIRIT_MAX_CALIB
     mask2d = np.zeros((64, 64), np.float32)
     mask2d[25:41, 25:41] = 1    # a 16x16 fully sampled square (2-D masks)
     mask2d[0, :] = 1
-    assert utils.calib_width(mask2d) == 16
+    assert utils.calib_width(mask2d) == 15  # sigpy's 16x16 crop starts at 24
     with pytest.raises(ValueError, match="ESPIRiT"):
         utils.calib_width(np.pad(np.ones((64, 4)), ((0, 0), (30, 30))))
 

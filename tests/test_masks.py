@@ -114,3 +114,47 @@ def test_poisson_mask():
     fixed = utils.get_mask(img, 64, 2, type="poisson", acc_factor=4, fix=True, seed=0)
     assert torch.equal(fixed[1, 1], expected0)
     assert 3.5 < 1 / mask[0, 0].mean().item() < 4.5
+
+
+# --------------------------------------------------------------------------------------------------
+# ESPIRiT calibration width: the square sigpy actually crops
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("acc", [4, 8])
+def test_calib_width_square_is_fully_sampled_as_sigpy_crops_it(acc):
+    """gaussian1d masks at 192 px: sigpy's calibration crop at the chosen width reads measured k-space only."""
+    import sigpy as sp
+    for seed in range(150):
+        m = utils.get_mask(torch.zeros(1, 1, 192, 192), 192, 1, type="gaussian1d", acc_factor=acc,
+                           center_fraction=0.08, seed=seed)[0, 0].numpy()
+        w = utils.calib_width(m)
+        assert utils.ESPIRIT_MIN_CALIB <= w <= utils.ESPIRIT_MAX_CALIB
+        assert sp.resize(m, [w, w]).all(), (seed, w)  # EspiritCalib's own crop (sp.resize) of the mask
+        # the largest such width: every wider square sigpy could crop holds an unmeasured sample
+        assert not any(sp.resize(m, [v, v]).all() for v in range(w + 1, utils.ESPIRIT_MAX_CALIB + 1)), seed
+
+
+def test_calib_width_odd_and_rectangular_shapes():
+    import sigpy as sp
+    mask = np.zeros((3, 57, 71), np.float32)  # [coils, H, W]: odd sizes
+    mask[:, :, 28:47] = 1                     # 19 columns around sigpy's centre column 71 // 2 = 35
+    w = utils.calib_width(mask)
+    assert w == 15  # sigpy's crop [35 - w//2, 35 - w//2 + w) stays inside columns 28..46 up to w = 15
+    assert sp.resize(mask[0], [w, w]).all() and not sp.resize(mask[0], [w + 1, w + 1]).all()
+    mask[1, :, 28] = 0                        # a column missing in one coil is not fully sampled
+    w = utils.calib_width(mask)
+    assert w == 13 and sp.resize(mask[1], [w, w]).all()
+
+
+def test_faithful_poisson_is_the_originals_mask():
+    """The original's get_mask calls sigpy's poisson((size, size), accel=acc) with no seed (sigpy's default 0)."""
+    from sigpy.mri import poisson
+    for size, acc in ((64, 4), (96, 8)):
+        original = torch.from_numpy(np.real(poisson((size, size), accel=acc))).float()  # as the original calls it
+        img = torch.zeros(3, 2, size, size)
+        for seed in (None, 0, 42):
+            mask = utils.get_mask(img, size, 3, type="poisson", acc_factor=acc, seed=seed, faithful=True)
+            assert all(torch.equal(mask[b, c], original) for b in range(3) for c in range(2)), (size, seed)
+        # the default path: batch item i uses seed + i, so only seed 0 reproduces the original (item 0)
+        mask = utils.get_mask(img, size, 3, type="poisson", acc_factor=acc, seed=42)
+        assert not torch.equal(mask[0, 0], original) and not torch.equal(mask[0, 0], mask[1, 0])
