@@ -10,31 +10,29 @@ folded into the convolution) and a strided ``conv_transpose2d`` for down = 1 (th
 transposed convolution's stride), 2-5x faster than the reference ``upfirdn2d_native`` (explicit zero
 insertion, pad and crop) that it falls back to in the other cases; ``FAST_PATH = False`` forces the
 reference. A CUDA kernel (``upfirdn2d.cpp`` + ``upfirdn2d_kernel.cu``) is compiled lazily, the first time a
-CUDA tensor is passed, and only then; if it cannot be built a warning is issued once and the native
-path is used instead.
+CUDA tensor is passed, and only then; ``op._jit`` decides (``SCORE_MRI_CUDA_OPS``) whether it is used,
+after a parity check against the pure-PyTorch path (:func:`parity_check`), or whether the pure path runs.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from op._jit import CUDA_DTYPES as _CUDA_DTYPES, build_extension
+from op import _jit
 
-# Compiled extension (None until a CUDA tensor is seen and the build succeeds).
+EXTENSION = "score_mri_upfirdn2d"
+
+# The compiled extension once op._jit has accepted it (None before, on CPU, and after a fallback).
 _cuda_module = None
-_cuda_failed = False
 
 
 def _load_cuda():
-    """Build/load the CUDA extension on first use; return it, or None if unavailable."""
-    global _cuda_module, _cuda_failed
-    if _cuda_module is None and not _cuda_failed:
-        _cuda_module = build_extension("score_mri_upfirdn2d", ["upfirdn2d.cpp", "upfirdn2d_kernel.cu"],
-                                       "op.upfirdn2d")
-        _cuda_failed = _cuda_module is None
+    """The compiled extension if op._jit chooses the CUDA path (building it on first use), else None."""
+    global _cuda_module
+    _cuda_module = _jit.load(EXTENSION)
     return _cuda_module
 
 
@@ -143,11 +141,58 @@ class _UpFirDn2dFn(Function):
         return grad_in, None, None, None, None, None
 
 
-def _cuda_impl(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1):
-    """Call the compiled kernel on a contiguous [B, C, H, W] tensor."""
-    kernel = kernel.to(dtype=x.dtype, device=x.device).contiguous()
-    return _cuda_module.upfirdn2d(x.contiguous(), kernel, up_x, up_y, down_x, down_y,
-                                  pad_x0, pad_x1, pad_y0, pad_y1)
+def _compiled_impl(ext: Any):
+    """``impl`` for :class:`_UpFirDn2dFn` that calls extension ``ext`` on a contiguous [B, C, H, W] tensor."""
+
+    def impl(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1):
+        kernel = kernel.to(dtype=x.dtype, device=x.device).contiguous()
+        return ext.upfirdn2d(x.contiguous(), kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1)
+
+    return impl
+
+
+def upfirdn2d_compiled(ext: Any, x: torch.Tensor, kernel: torch.Tensor, up: int, down: int,
+                       pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """upfirdn2d through compiled extension ``ext`` (differentiable to any order)."""
+    return _UpFirDn2dFn.apply(x, kernel, (up, up), (down, down), pad, _compiled_impl(ext))
+
+
+def upfirdn2d_pytorch(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int,
+                      pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """The pure-PyTorch path: one depthwise (transposed) convolution when covered, else the reference."""
+    px0, px1, py0, py1 = pad
+    if FAST_PATH:
+        out = upfirdn2d_conv(x, kernel, up, up, down, down, px0, px1, py0, py1)
+        if out is not None:
+            return out
+    return upfirdn2d_native(x, kernel, up, up, down, down, px0, px1, py0, py1)
+
+
+# Parity-check cases (up, down, pad (x0, x1, y0, y1), kernel shape): NCSN++'s FIR up- and downsampling
+# with [1, 3, 3, 1], then non-square kernels, uneven factors and cropping (negative) pads.
+PARITY_CASES = ((2, 1, (2, 1, 2, 1), (4, 4)), (1, 2, (1, 1, 1, 1), (4, 4)), (3, 2, (1, 2, 0, 3), (3, 5)),
+                (2, 2, (-1, 2, 1, -2), (4, 3)), (1, 1, (1, 1, 1, 1), (3, 3)))
+
+
+def parity_check(ext: Any, device: torch.device) -> list[dict]:
+    """Compiled ``ext`` (None: pure path only) against the pure-PyTorch path, forward and backward, per
+    case of PARITY_CASES and dtype of op._jit.CHECK_DTYPES, on [2, 3, 9, 7] random inputs."""
+    g = torch.Generator().manual_seed(0)
+    records = []
+    for dtype in _jit.CHECK_DTYPES:
+        for up, down, pad, kshape in PARITY_CASES:
+            x = torch.randn(2, 3, 9, 7, generator=g)
+            k = torch.randn(*kshape, generator=g)
+            compiled = None if ext is None else (
+                lambda x, k, up=up, down=down, pad=pad: upfirdn2d_compiled(ext, x, k, up, down, pad))
+            rec = _jit.compare(compiled, lambda x, k, up=up, down=down, pad=pad: upfirdn2d_pytorch(x, k, up, down, pad),
+                               [x, k], [True, False], dtype, device, g)
+            records.append(dict(op="upfirdn2d", case=f"up={up} down={down} pad={pad} k={kshape[0]}x{kshape[1]}",
+                                **rec))
+    return records
+
+
+_jit.register(EXTENSION, ("upfirdn2d.cpp", "upfirdn2d_kernel.cu"), "op.upfirdn2d", parity_check)
 
 
 def _normalize_pad(pad: Sequence[int]) -> tuple[int, int, int, int]:
@@ -172,12 +217,9 @@ def upfirdn2d(input: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int 
     up, down = int(up), int(down)
     if up < 1 or down < 1:
         raise ValueError("up and down must be >= 1")
-    px0, px1, py0, py1 = _normalize_pad(pad)
-    if input.is_cuda and input.dtype in _CUDA_DTYPES and _load_cuda() is not None:
-        return _UpFirDn2dFn.apply(input, kernel, (up, up), (down, down),
-                                    (px0, px1, py0, py1), _cuda_impl)
-    if FAST_PATH:
-        out = upfirdn2d_conv(input, kernel, up, up, down, down, px0, px1, py0, py1)
-        if out is not None:
-            return out
-    return upfirdn2d_native(input, kernel, up, up, down, down, px0, px1, py0, py1)
+    pad4 = _normalize_pad(pad)
+    if _jit.on_cuda(input):
+        ext = _load_cuda()
+        if ext is not None:
+            return upfirdn2d_compiled(ext, input, kernel, up, down, pad4)
+    return upfirdn2d_pytorch(input, kernel, up, down, pad4)

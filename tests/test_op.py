@@ -1,4 +1,7 @@
-"""op/: upfirdn2d and fused_leaky_relu against explicit reference formulas, lazy CUDA build, parity."""
+"""op/: upfirdn2d and fused_leaky_relu against explicit reference formulas, lazy CUDA build, GPU parity.
+
+The CPU-side tests of the build / self-check / fallback decision are in test_op_fallback.py.
+"""
 from __future__ import annotations
 
 import importlib
@@ -175,30 +178,6 @@ def test_import_does_not_build_or_load_extensions():
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
 
-def test_failed_build_warns_once_and_falls_back(monkeypatch):
-    """If the CUDA build fails, a single RuntimeWarning is issued and None is returned."""
-    import torch.utils.cpp_extension as cpp_ext
-
-    calls = []
-
-    def broken_load(*args, **kwargs):
-        calls.append(args[0])
-        raise RuntimeError("nvcc not found")
-
-    for mod in (upfirdn2d_mod, fused_act_mod):
-        monkeypatch.setattr(mod, "_cuda_module", None)
-        monkeypatch.setattr(mod, "_cuda_failed", False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(cpp_ext, "load", broken_load)
-    for mod in (upfirdn2d_mod, fused_act_mod):
-        with pytest.warns(RuntimeWarning, match="CUDA extension unavailable"):
-            assert mod._load_cuda() is None
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert mod._load_cuda() is None  # no second attempt, no second warning
-    assert len(calls) == 2
-
-
 # --------------------------------------------------------------------------------------------------
 # CUDA parity (GPU machines only)
 # --------------------------------------------------------------------------------------------------
@@ -251,6 +230,20 @@ def test_fused_leaky_relu_cuda_matches_native(dtype, tol):
     gx_ref, gb_ref = torch.autograd.grad(ref, (xr, br), gy)
     torch.testing.assert_close(gx.cpu(), gx_ref, rtol=tol, atol=tol)
     torch.testing.assert_close(gb.cpu(), gb_ref, rtol=tol, atol=tol)
+
+
+@requires_cuda
+def test_self_check_accepts_the_kernels_on_this_gpu(monkeypatch):
+    """In the default (auto) mode both extensions build and pass their fp32/bf16 parity check here."""
+    from op import _jit
+
+    monkeypatch.delenv(_jit.ENV_VAR, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert upfirdn2d_mod._load_cuda() is not None and fused_act_mod._load_cuda() is not None
+    for label, st in _jit.status().items():
+        assert st["built"] and not st["fallback"], (label, st["error"])
+        assert st["checks"] and all(c["ok"] for c in st["checks"]), label
 
 
 @requires_cuda
