@@ -1,14 +1,15 @@
 """2-D slice datasets for training the score prior: fastMRI .h5, folders of .npy/.png slices, NIfTI volumes.
 
-Every slice is normalised to [0, 1] by its own min/max (as the original's ``normalize_np``), optionally
-augmented (gamma, rotation/scale, flips, random crop/pad to ``config.data.image_size``) with draws from
+Each slice is served as stored (``data.normalize='none'``: the original's knee loader, which reads the
+prepared [0, 1] ``.npy`` slices unchanged; the knee config's default) or normalised to [0, 1] by its own
+min/max (``'minmax'``, as the original's ``normalize_np``; the default elsewhere), optionally augmented (gamma, rotation/scale, flips, random crop/pad to ``config.data.image_size``) with draws from
 a per-dataset ``np.random.Generator`` (seeded from ``config.seed + rank``; global random state is never
 touched), and served as float32 batches ``[B, 1, H, W]``. A held-out split (every ``eval_every``-th
 slice) is kept apart for evaluation.
 
 Config fields read (``config.data``; defaults in ``DATA_DEFAULTS`` apply when a field is absent):
 ``dataset`` ('fastmri_knee' | 'npy_folder' | 'nifti'), ``root``, ``nifti_files``, ``slice_axes``,
-``image_size``, ``h5_key``, ``kspace_part``, ``resize``, ``random_flip``, ``vertical_flip``,
+``image_size``, ``h5_key``, ``kspace_part``, ``normalize``, ``resize``, ``random_flip``, ``vertical_flip``,
 ``random_crop``, ``rot_deg``, ``scale_range``, ``gamma_range``, ``eval_every``, ``min_foreground``,
 ``foreground_level``, ``volume_cache``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,6 +32,7 @@ DATA_DEFAULTS = {
     "slice_axes": (0, 1, 2),
     "h5_key": "auto",            # 'auto' | 'reconstruction_esc' | 'reconstruction_rss' | 'kspace'
     "kspace_part": "abs",        # for h5_key='kspace': 'abs' (RSS over coils) | 'real' | 'imag' | 'real_imag'
+    "normalize": "minmax",       # 'minmax' (each slice to [0, 1]; real/imag parts by the peak magnitude) | 'none'
     "resize": "none",            # 'none' | 'fit' (longer side -> image_size) | 'cover' (shorter side -> image_size)
     "random_flip": True,         # left-right flip with probability 1/2
     "vertical_flip": False,      # up-down flip with probability 1/2
@@ -63,7 +66,39 @@ def normalize_slice(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     if not hi > lo:  # constant slice (also catches NaN)
         return np.zeros_like(x) if np.isfinite(lo) else x
-    return (x - lo) / (hi - lo)
+    with np.errstate(invalid="ignore"):  # an Inf becomes NaN, which SliceDataset.read reports
+        return (x - lo) / (hi - lo)
+
+
+def _as_stored(x: np.ndarray) -> np.ndarray:
+    """The slice in its stored units (``normalize='none'``), as float32."""
+    return np.asarray(x, dtype=np.float32)
+
+
+NORMALIZE_MODES = ("minmax", "none")
+
+
+def _normalizer(mode: str):
+    """The per-slice normalisation of ``data.normalize``."""
+    if mode == "minmax":
+        return normalize_slice
+    if mode == "none":
+        return _as_stored
+    raise DatasetError(f"config.data.normalize must be one of {', '.join(NORMALIZE_MODES)}, got {mode!r}")
+
+
+def _describe(item: tuple) -> str:
+    """'file, slice s' (and coil / part / axis) for messages about one slice."""
+    kind, path, *idx = item
+    if kind == "h5":
+        key, s, coil, part = idx
+        extra = f", coil {coil} ({part})" if part != "abs" else ""
+        return f"{path} ({key}), slice {s}{extra}"
+    if kind == "npy":
+        return f"{path}, slice {idx[0]}" if idx[0] >= 0 else path
+    if kind == "nifti":
+        return f"{path}, axis {idx[0]} slice {idx[1]}"
+    return path
 
 
 def _center_crop(x: np.ndarray, size: int) -> np.ndarray:
@@ -80,35 +115,37 @@ def _ifft2c(k: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=axes), axes=axes, norm="ortho"), axes=axes)
 
 
-def _read_h5(path: str, key: str, s: int, coil: int, part: str, image_size: int) -> np.ndarray:
+def _read_h5(path: str, key: str, s: int, coil: int, part: str, image_size: int, norm) -> np.ndarray:
     import h5py
     with h5py.File(path, "r") as f:
         x = f[key][s]
     if key != "kspace":
-        return normalize_slice(x)
+        return norm(x)
     img = _center_crop(_ifft2c(x), image_size)  # [H, W] or [coils, H, W] complex
     if part == "abs":
         mag = np.sqrt((np.abs(img) ** 2).sum(axis=0)) if img.ndim == 3 else np.abs(img)
-        return normalize_slice(mag)
+        return norm(mag)
     if img.ndim == 3:
         img = img[coil]
-    scale = float(np.abs(img).max()) or 1.0
+    x = (img.real if part == "real" else img.imag).astype(np.float32)
+    if norm is _as_stored:
+        return x
     # real / imaginary part of the complex image scaled by its peak magnitude: values in [-1, 1]
-    return (img.real if part == "real" else img.imag).astype(np.float32) / scale
+    return x / (float(np.abs(img).max()) or 1.0)
 
 
-def _read_npy(path: str, s: int) -> np.ndarray:
+def _read_npy(path: str, s: int, norm) -> np.ndarray:
     x = np.load(path, mmap_mode="r")
     x = x[s] if s >= 0 else x
-    return normalize_slice(np.abs(x) if np.iscomplexobj(x) else x)
+    return norm(np.abs(x) if np.iscomplexobj(x) else x)
 
 
-def _read_png(path: str) -> np.ndarray:
+def _read_png(path: str, norm) -> np.ndarray:
     from PIL import Image
     with Image.open(path) as im:
         if im.mode not in ("L", "I", "I;16", "F"):
             im = im.convert("L")
-        return normalize_slice(np.asarray(im, dtype=np.float32))
+        return norm(np.asarray(im, dtype=np.float32))
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,6 +182,7 @@ class SliceDataset:
         self.train = train
         self.image_size = int(config.data.image_size)
         self.opt = {k: data_option(config, k) for k in DATA_DEFAULTS}
+        self._norm = _normalizer(self.opt["normalize"])
         self._load_volume = _volume_cache(int(self.opt["volume_cache"]))
 
     def __len__(self) -> int:
@@ -158,20 +196,24 @@ class SliceDataset:
         return out
 
     def read(self, i: int) -> np.ndarray:
-        """Slice ``i`` normalised to [0, 1] (h5 real/imag parts: [-1, 1]), before augmentation."""
+        """Slice ``i`` as stored or normalised (``data.normalize``), before augmentation; NaN/Inf raise."""
         kind, path, *idx = self.items[i]
         if kind == "h5":
             key, s, coil, part = idx
-            return _read_h5(path, key, s, coil, part, self.image_size)
-        if kind == "npy":
-            return _read_npy(path, idx[0])
-        if kind == "png":
-            return _read_png(path)
-        if kind == "nifti":
+            x = _read_h5(path, key, s, coil, part, self.image_size, self._norm)
+        elif kind == "npy":
+            x = _read_npy(path, idx[0], self._norm)
+        elif kind == "png":
+            x = _read_png(path, self._norm)
+        elif kind == "nifti":
             axis, s = idx
             index = (slice(None),) * axis + (s,)  # a view (np.take would copy the whole volume)
-            return normalize_slice(self._load_volume(path)[index])
-        raise ValueError(f"unknown item kind {kind!r}")
+            x = self._norm(self._load_volume(path)[index])
+        else:
+            raise ValueError(f"unknown item kind {kind!r}")
+        if not np.isfinite(x).all():  # min/max turns an Inf into NaN: one check covers both modes
+            raise DatasetError(f"{_describe(self.items[i])} contains NaN or Inf values")
+        return x
 
     def get(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """Slice ``i`` as a float32 [image_size, image_size] array; augmented when ``rng`` is given."""
@@ -370,6 +412,11 @@ def get_slice_datasets(config) -> tuple[SliceDataset, SliceDataset]:
         raise DatasetError(f"no slices found in {where} (dataset {kind!r})")
     if train_items is None:
         train_items, eval_items = _split(items, eval_every)
+    stored_units = sorted({it[0] for it in items if it[0] in ("h5", "png")})
+    if data_option(config, "normalize") == "none" and stored_units:
+        warnings.warn(f"config.data.normalize='none' serves the {'/'.join(stored_units)} slices of {where} in "
+                      "their stored units (e.g. fastMRI reconstructions ~1e-4, PNG 0-255); "
+                      "--config.data.normalize=minmax scales each slice to [0, 1]", stacklevel=2)
     if not train_items:
         raise DatasetError(f"only {len(items)} slice(s) in {where}: none left for training after the held-out split")
     return SliceDataset(train_items, config, train=True), SliceDataset(eval_items, config, train=False)

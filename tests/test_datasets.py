@@ -267,3 +267,86 @@ def test_user_errors(tmp_path):
     (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
     with pytest.raises(datasets.DatasetError, match="cannot read"):
         datasets.get_slice_datasets(config(dataset="nifti", nifti_files=[str(tmp_path / "bad.nii.gz")]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-slice normalisation (data.normalize) and non-finite data
+# ----------------------------------------------------------------------------------------------
+
+def _knee_layout(root: Path, n: int = 4, size: int = 16) -> list[np.ndarray]:
+    """The original's layout <root>/knee_320_train/<volume>/<slice>.npy with asymmetric [0.1, 0.7] slices."""
+    d = root / "knee_320_train" / "vol1"
+    d.mkdir(parents=True)
+    slices = []
+    for i in range(n):
+        x = (0.1 + 0.6 * np.random.default_rng(i).uniform(0, 1, (size, size))).astype(np.float32)
+        x[:, : size // 4] = 0.1  # a left band: any left-right flip moves it
+        np.save(d / f"{i:03d}.npy", x)
+        slices.append(x)
+    return slices
+
+
+def test_knee_config_serves_slices_as_stored(tmp_path):
+    """The knee config reads slices as the original's loader does: no min/max, no flip (augmentation off)."""
+    from configs.ve import fastmri_knee_320_ncsnpp_continuous as knee
+    slices = _knee_layout(tmp_path)
+    c = knee.get_config()
+    c.data.root, c.data.image_size, c.data.eval_every = str(tmp_path), 16, 0
+    assert (c.data.normalize, c.data.random_flip) == ("none", False)
+    train, _ = datasets.get_slice_datasets(c)
+    by_name = {Path(it[1]).name: k for k, it in enumerate(train.items)}
+    rng = np.random.default_rng(0)
+    for i, x in enumerate(slices):
+        k = by_name[f"{i:03d}.npy"]
+        np.testing.assert_array_equal(train.read(k), x)
+        for _ in range(8):  # every augmented draw is the stored slice
+            np.testing.assert_array_equal(train.get(k, rng), x)
+    batch = next(datasets.get_dataset(c)[0])
+    assert 0.099 < batch.min() and batch.max() < 0.701  # not stretched to [0, 1]
+    # min/max normalisation and flips are one option away
+    c.data.normalize, c.data.random_flip = "minmax", True
+    train, _ = datasets.get_slice_datasets(c)
+    y = train.read(0)
+    assert y.min() == 0 and y.max() == 1
+    flipped = [not np.array_equal(train.get(0, np.random.default_rng(s)), y) for s in range(16)]
+    assert any(flipped) and not all(flipped)
+
+
+def test_embedded_config_keeps_minmax_and_flips():
+    from configs.ve import colin27_ncsnpp_small as colin
+    c = colin.get_config()
+    assert (c.data.normalize, c.data.random_flip, c.data.vertical_flip) == ("minmax", True, False)
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "none"])
+def test_non_finite_slice_names_file_and_slice(tmp_path, normalize):
+    vol = np.stack([blob(16, 16, i) for i in range(4)])
+    vol[2, 5, 7] = np.nan
+    np.save(tmp_path / "vol.npy", vol)
+    flat = blob(16, 16, 9)
+    flat[0, 0] = np.inf
+    np.save(tmp_path / "inf.npy", flat)
+    train, _ = datasets.get_slice_datasets(config(root=str(tmp_path), eval_every=0, normalize=normalize))
+    good = [k for k, it in enumerate(train.items) if it[1].endswith("vol.npy") and it[2] != 2]
+    assert len(good) == 3 and all(np.isfinite(train.read(k)).all() for k in good)
+    bad_nan = next(k for k, it in enumerate(train.items) if it[1].endswith("vol.npy") and it[2] == 2)
+    with pytest.raises(datasets.DatasetError, match=r"vol\.npy, slice 2 contains NaN or Inf"):
+        train.read(bad_nan)
+    bad_inf = next(k for k, it in enumerate(train.items) if it[1].endswith("inf.npy"))
+    with pytest.raises(datasets.DatasetError, match=r"inf\.npy contains NaN or Inf"):
+        train.get(bad_inf, np.random.default_rng(0))
+    with pytest.raises(datasets.DatasetError, match="contains NaN or Inf"):  # through the training stream
+        it = datasets.BatchIterator(train, 5, seed=0)
+        next(it)
+
+
+def test_normalize_option_checked_and_stored_units_warned(tmp_path):
+    from PIL import Image
+    np.save(tmp_path / "a.npy", blob(16, 16))
+    with pytest.raises(datasets.DatasetError, match="normalize must be one of"):
+        datasets.get_slice_datasets(config(root=str(tmp_path), eval_every=0, normalize="zscore"))
+    Image.fromarray((blob(16, 16) * 4).astype(np.uint8)).save(tmp_path / "b.png")
+    with pytest.warns(UserWarning, match="stored units"):
+        train, _ = datasets.get_slice_datasets(config(root=str(tmp_path), eval_every=0, normalize="none"))
+    png = next(k for k, it in enumerate(train.items) if it[0] == "png")
+    assert train.read(png).max() > 1  # 0-255 as stored

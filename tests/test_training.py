@@ -62,8 +62,8 @@ def write_config(path: Path, root: Path, **overrides) -> Path:
     return path
 
 
-def make_slices(root: Path, n: int = 12, size: int = 18, nan: bool = False) -> Path:
-    """Smooth synthetic magnitude slices saved as .npy."""
+def make_slices(root: Path, n: int = 12, size: int = 18, nan: bool = False, overflow: bool = False) -> Path:
+    """Smooth synthetic magnitude slices saved as .npy (``overflow``: finite, but 2x - 1 overflows float32)."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[:size, :size] / size
@@ -72,6 +72,8 @@ def make_slices(root: Path, n: int = 12, size: int = 18, nan: bool = False) -> P
         img = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / r ** 2) + 0.05 * rng.standard_normal((size, size))
         if nan:
             img[0, 0] = np.nan
+        if overflow:
+            img[size // 2, size // 2] = 3e38  # the centre pixel: inside every crop
         np.save(root / f"slice_{i:03d}.npy", img.astype(np.float32))
     return root
 
@@ -255,7 +257,10 @@ def test_wall_clock_snapshots(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_without_checkpoint(tmp_path):
-    data = make_slices(tmp_path / "data", nan=True)
+    import datasets
+    with pytest.raises(datasets.DatasetError, match=r"slice_\d{3}\.npy contains NaN or Inf"):  # data: named
+        run_lib.train(tiny_config(make_slices(tmp_path / "nan_data", nan=True)), tmp_path / "nan_data_run")
+    data = make_slices(tmp_path / "data", overflow=True)  # finite data (as stored), non-finite loss
     workdir = tmp_path / "nan"
     with pytest.raises(losses.NonFiniteLossError, match="non-finite loss"):
         run_lib.train(tiny_config(data), workdir)

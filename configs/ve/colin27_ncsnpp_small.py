@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.slice_axes = (0, 1, 2)
     data.image_size = 96                # training crop; the model runs at any size divisible by 8
     data.resize = 'none'
+    data.normalize = 'minmax'           # every slice to [0, 1] by its own min/max (NIfTI intensities are arbitrary)
     data.random_flip = True
     data.vertical_flip = False
     data.random_crop = True
