@@ -17,7 +17,7 @@ __all__ = ["SDE", "ReverseSDE", "VESDE"]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _batch_expand(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor | float:
+def batch_expand(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor | float:
     """Reshape a per-sample quantity [B] to [B, 1, ..., 1] so it broadcasts against ``x``."""
     if isinstance(v, torch.Tensor) and v.dim() == 1:
         return v.reshape(-1, *([1] * (x.dim() - 1)))
@@ -97,7 +97,7 @@ class ReverseSDE:
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t)
         weight = 0.5 if self.probability_flow else 1.0
-        drift = drift - _batch_expand(diffusion, x) ** 2 * score * weight
+        drift = drift - batch_expand(diffusion, x) ** 2 * score * weight
         diffusion = 0.0 if self.probability_flow else diffusion
         return drift, diffusion
 
@@ -105,7 +105,7 @@ class ReverseSDE:
         """Discretised reverse step: rev_f = f - G^2 s (halved for the ODE), rev_G = G (0 for the ODE)."""
         f, G = self.forward.discretize(x, t)
         weight = 0.5 if self.probability_flow else 1.0
-        rev_f = f - _batch_expand(G, x) ** 2 * self.score_fn(x, t) * weight
+        rev_f = f - batch_expand(G, x) ** 2 * self.score_fn(x, t) * weight
         rev_G = torch.zeros_like(G) if self.probability_flow else G
         return rev_f, rev_G
 

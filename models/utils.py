@@ -11,30 +11,17 @@ from typing import Callable
 import numpy as np
 import torch
 
+from registry import lookup, registrar
+
 _MODELS: dict[str, type] = {}
 
 
-def register_model(cls=None, *, name: str | None = None):
-    """Class decorator registering a model under ``name`` (default: the class name)."""
-
-    def _register(cls):
-        local_name = cls.__name__ if name is None else name
-        if local_name in _MODELS:
-            raise ValueError(f"Already registered model with name: {local_name}")
-        _MODELS[local_name] = cls
-        return cls
-
-    if cls is None:
-        return _register
-    return _register(cls)
+register_model = registrar(_MODELS, "model")
 
 
 def get_model(name: str) -> type:
     """The model class registered under ``name``."""
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(_MODELS)}") from None
+    return lookup(_MODELS, "model", name)
 
 
 def get_sigmas(config) -> np.ndarray:
@@ -43,7 +30,7 @@ def get_sigmas(config) -> np.ndarray:
                               config.model.num_scales))
 
 
-def _config_device(config):
+def config_device(config):
     """``config.device`` if the config defines one, else None."""
     try:
         return config.device if "device" in config else None
@@ -61,7 +48,7 @@ def create_model(config, device=None) -> torch.nn.Module:
     import models  # noqa: F401
 
     model = get_model(config.model.name)(config)
-    device = device if device is not None else _config_device(config)
+    device = device if device is not None else config_device(config)
     if device is not None:
         model = model.to(device)
     return model
