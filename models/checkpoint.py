@@ -8,12 +8,15 @@ code runs; the numpy float that the original's optimizer may hold as ``lr`` is a
 narrow allow-list of numeric numpy scalars); the ``module.`` prefix of DataParallel checkpoints (the
 released ``checkpoint_95.pth``) is stripped and the model is loaded strictly, so the frozen Fourier
 frequencies come from the file instead of a fresh random draw; a ``sigmas`` buffer of another length
-is rebuilt from the config; mismatches raise ``CheckpointError`` naming the offending keys.
+is rebuilt from the config; mismatches raise ``CheckpointError`` naming the offending keys, a file that
+is no checkpoint at all (empty, truncated, text, HTML, LFS pointer) says so, and a pickled global that the
+safe loader refuses is named.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -68,7 +71,7 @@ def _to_python_number(v: Any) -> Any:
 
 
 def _torch_load(path: Path, device) -> Any:
-    """``torch.load`` with weights_only=True; every failure becomes a short CheckpointError."""
+    """``torch.load`` with weights_only=True; every failure becomes a one-line CheckpointError."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
@@ -77,42 +80,75 @@ def _torch_load(path: Path, device) -> Any:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = _unpickling_detail(exc)
-        if detail is None:  # not a pickle / torch file at all (e.g. text)
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint "
-                                  f"(invalid pickle data: {_unpickler_reason(exc)})") from None
-        raise CheckpointError(f"{path} cannot be loaded safely (weights_only=True): "
-                              f"{detail}") from None
+        refused = _refused_global(exc)
+        if refused is not None:
+            raise CheckpointError(f"{path} is not a loadable checkpoint: it needs {refused}, which the safe "
+                                  "loader (torch.load weights_only=True) refuses, so no pickled code runs") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_unreadable_reason(path, exc)})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError,
-            AttributeError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint "
-                              f"({_first_line(exc)})") from None
+            AttributeError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_unreadable_reason(path, exc)})") from None
 
 
-def _first_line(exc: BaseException, limit: int = 160) -> str:
+def _first_line(exc: BaseException, limit: int = 120) -> str:
     """'Type: first line of the message', shortened."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _unpickler_reason(exc: BaseException) -> str:
-    """The reason torch's weights-only unpickler gives (the line after 'WeightsUnpickler error:')."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for i, ln in enumerate(lines):
-        if ln.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
-            return lines[i + 1][:160]
-    return _first_line(exc)
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")  # pickled long: torch's legacy magic
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_GOT_TYPE = re.compile(r"(?:Can only|Only) .*?but got (<class '[^']+'>|\S+)")
 
 
-def _unpickling_detail(exc: BaseException) -> str | None:
-    """The informative line of torch's weights-only refusal (which global/type), else None."""
-    for ln in str(exc).splitlines():
-        for marker in ("Unsupported global", "refusing", "Can only build"):
-            i = ln.find(marker)
-            if i >= 0:
-                return ln[i:].split(" was not an allowed global")[0].strip().rstrip(".")
+def _refused_global(exc: BaseException) -> str | None:
+    """What torch's weights-only unpickler refused: 'the global posix.system (os.system)', or None."""
+    text = str(exc)
+    m = _GLOBAL.search(text)
+    if m:
+        name = m.group(1).rstrip(".")
+        module, _, attr = name.rpartition(".")
+        alias = f" (os.{attr})" if module in ("posix", "nt") else ""  # os functions pickle as posix.* / nt.*
+        return f"the global {name}{alias}"
+    m = _GOT_TYPE.search(text)
+    if m:
+        return f"an object of type {m.group(1).strip(chr(39) + '<>').replace('class ', '')}"
     return None
+
+
+def _unreadable_reason(path: Path, exc: BaseException) -> str:
+    """Why a file is not a PyTorch checkpoint, from its first bytes (empty, text, HTML, truncated, ...)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the weights: run git lfs pull"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+            return "an HTML page, not a PyTorch file: a failed download?"
+        return "a text file, not a PyTorch file"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
+        if not zipfile.is_zipfile(path):
+            return "truncated or damaged: its zip directory is missing"
+        return f"damaged PyTorch archive: {_first_line(exc)}"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array, not a PyTorch file"
+    if head[:1] == b"\x80":  # a pickle: the legacy torch.save format starts with its magic number
+        if isinstance(exc, EOFError) or "EOF" in str(exc):
+            return "truncated: the data ends early"
+        if head[2:14] != _LEGACY_MAGIC:
+            return "a plain pickle, not a torch.save file"
+        return f"damaged legacy PyTorch file: {_first_line(exc)}"
+    return "neither a zip archive nor a pickle"
 
 
 # --------------------------------------------------------------------------------------------------

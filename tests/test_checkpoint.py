@@ -164,7 +164,7 @@ def test_non_checkpoint_files_raise_checkpoint_error(tmp_path):
     model = _fresh_model()
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"notes.txt is not a readable checkpoint \(a text file"):
         load_checkpoint(text, model)
     lst = tmp_path / "list.pth"
     torch.save([1, 2, 3], lst)
@@ -182,11 +182,48 @@ class _Exploit:
         return (os.system, ("echo pwned > /dev/null",))
 
 
-def test_pickled_code_is_refused(tmp_path):
+def test_pickled_code_is_refused_naming_the_global(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": _Exploit()}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="weights_only") as info:
         load_checkpoint(path, _fresh_model())
+    msg = str(info.value)
+    assert f"the global {os.system.__module__}.system (os.system)" in msg and "\n" not in msg
+    # a class that is not on the allow-list is named too
+    import argparse
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1.0)}, path)
+    with pytest.raises(CheckpointError, match=r"needs the global argparse\.Namespace"):
+        load_model_weights(path, _fresh_model())
+
+
+def test_damaged_files_say_why_they_are_unreadable(tmp_path):
+    """Truncated, empty, text and other non-checkpoint files: 'is not a readable checkpoint (reason)'."""
+    src, ema, optimizer = _trained_state()
+    good = tmp_path / "good.pth"
+    torch.save(_released_layout(src, ema, optimizer), good)
+    data = good.read_bytes()
+    legacy = tmp_path / "legacy.pth"
+    torch.save(_released_layout(src, ema, optimizer), legacy, _use_new_zipfile_serialization=False)
+    cases = {
+        "empty.pth": (b"", "the file is empty"),
+        "readme.pth": (b"model weights: see the link in the README\n", "a text file"),
+        "lfs.pth": (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1\n", "Git LFS pointer"),
+        "page.pth": (b"<!DOCTYPE html>\n<html><body>Dropbox</body></html>\n", "HTML page"),
+        "noise.pth": (bytes(range(7, 250)) * 3, "neither a zip archive nor a pickle"),
+        "legacy_cut.pth": (legacy.read_bytes()[: len(legacy.read_bytes()) // 2], "truncated"),
+    }
+    for frac in (0.05, 0.5, 0.99):
+        cases[f"cut{frac}.pth"] = (data[: int(len(data) * frac)], "truncated or damaged")
+    for name, (content, reason) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        for load in (load_checkpoint, load_model_weights):
+            with pytest.raises(CheckpointError) as info:
+                load(path, _fresh_model())
+            msg = str(info.value)
+            assert msg.startswith(f"{path} is not a readable checkpoint (") and reason in msg, (name, msg)
+            assert "\n" not in msg and "does not match" not in msg and len(msg) < 300
+    load_model_weights(legacy, _fresh_model())  # the legacy (non-zip) format itself loads
 
 
 def test_numpy1_scalar_names_are_accepted(tmp_path):
