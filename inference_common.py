@@ -354,8 +354,8 @@ def load_model(config, ckpt: str | Path, device: str):
         device = torch.device(device)
         model = mutils.create_model(config, device=device)
         load_model_weights(ckpt, model, device=device)
-    except CheckpointError as e:  # its message names the file
-        raise UserError(f"checkpoint does not fit the config: {e}".splitlines()[0]) from None
+    except CheckpointError as e:  # its message names the file and says what is wrong (unreadable / mismatch)
+        raise UserError(str(e).splitlines()[0]) from None
     except RuntimeError as e:
         if "device" in str(e).lower() or "cuda" in str(e).lower():
             raise UserError(f"device {device}: {e}".splitlines()[0]) from None
