@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -77,7 +78,9 @@ def _torch_load(path: Path, device) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {path}")
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+            # a plain pickle triggers a protocol warning before the error that reports it: keep one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         refused = _refused_global(exc)
