@@ -220,7 +220,7 @@ def compare(compiled: Callable[..., torch.Tensor] | None, native: Callable[..., 
     rounded = [t.to(dtype) for t in inputs]
 
     def run(fn, run_dtype, gy=None):
-        xs = [t.to(device=device, dtype=run_dtype).requires_grad_(g) for t, g in zip(rounded, grad)]
+        xs = [t.to(device=device, dtype=run_dtype, copy=True).requires_grad_(g) for t, g in zip(rounded, grad)]
         y = fn(*xs)
         if gy is None:
             return y, xs
