@@ -53,7 +53,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 PATHS = ("pytorch", "cuda_ops")
 
 FULL = {"size": 320, "batches": (1, 30), "paper_N": 2000, "reps": {1: 10, 30: 3}, "train_steps": 10}
-TINY = {"size": 32, "batches": (1, 2), "paper_N": 6, "few_N": 3, "reps": {1: 2, 2: 1}, "train_steps": 2,
+TINY = {"size": 16, "batches": (1, 2), "paper_N": 4, "few_N": 2, "reps": {1: 1, 2: 1}, "train_steps": 1,
         "train_batch": 2}
 
 
@@ -204,10 +204,8 @@ def tf32_values(on: bool) -> tuple:
 def section_op_parity(device: torch.device, budget: Budget) -> dict:
     """Build the CUDA ops as a first GPU run does (auto: build + self-check) and report the check records."""
     from op import _jit
-    import op.fused_act  # noqa: F401 - registers the op
-    import op.upfirdn2d  # noqa: F401
 
-    mods = [importlib.import_module("op.upfirdn2d"), importlib.import_module("op.fused_act")]
+    mods = [importlib.import_module("op.upfirdn2d"), importlib.import_module("op.fused_act")]  # registered
     out: dict = {"decision": {}, "warnings": [], "rows": []}
     if device.type != "cuda":
         out["note"] = "compiled kernels need a CUDA device: not built; rows give the pure-PyTorch path only"
@@ -224,9 +222,9 @@ def section_op_parity(device: torch.device, budget: Budget) -> dict:
         out["decision"][label] = {"built": st["built"], "build_s": st["build_s"], "error": st["error"],
                                   "path": "pytorch (fallback)" if st["fallback"] else "cuda_ops"}
         out["rows"] += st["checks"] or []
-    for mod, st in zip(mods, status.values()):
+    for st in status.values():
         if not st["built"]:  # still show the pure path's numbers
-            out["rows"] += _jit.run_parity(mod.EXTENSION, None, device)
+            out["rows"] += _jit.run_parity(st["extension"], None, device)
     return out
 
 
@@ -426,10 +424,10 @@ def section_training(device: torch.device, sizes: dict, tiny: bool, budget: Budg
                                          reduce_mean=config.training.reduce_mean,
                                          continuous=config.training.continuous, bf16=bf16)
             batch = torch.rand(B, 1, S, S, generator=torch.Generator().manual_seed(6)).to(device)
-            loss = step_fn(state, batch)  # warm-up
-            times = time_calls(lambda: step_fn(state, batch), device, sizes["train_steps"],
+            losses_seen = [step_fn(state, batch)]  # warm-up
+            times = time_calls(lambda: losses_seen.append(step_fn(state, batch)), device, sizes["train_steps"],
                                time.perf_counter() + max(row_s, 0))
-            loss = step_fn(state, batch)
+            loss = losses_seen[-1]
         except Exception as exc:  # noqa: BLE001 - keep the rest of the report
             budget.notes.append(f"{what}: failed ({one_line(exc)})")
             continue
@@ -459,7 +457,8 @@ def to_markdown(report: dict) -> str:
     if p.get("note"):
         md += [p["note"] + ".", ""]
     for label, d in p.get("decision", {}).items():
-        md.append(f"* {label}: built {d['built']} in {common.fmt(d['build_s'])} s -> **{d['path']}**"
+        md.append(f"* {label}: built {d['built']} in {common.fmt(d['build_s'])} s (JIT build, or load from "
+                  f"torch's extension cache) -> **{d['path']}**"
                   + (f" ({d['error']})" if d["error"] else ""))
     md += [f"* warning: {w}" for w in p.get("warnings", [])]
     md += ["", common.markdown_table(p["rows"], [("op", "op"), ("case", "case"), ("dtype", "dtype"),
@@ -552,11 +551,22 @@ def resolve_device(name: str, tiny: bool) -> torch.device:
 
 def run(args: argparse.Namespace) -> dict:
     """Measure every section within the budget and return the report dict."""
-    from op import _jit
-
     device = resolve_device(args.device, args.tiny)
     if not args.budget_s > 0:
         raise UserError(f"--budget_s must be > 0, got {args.budget_s}")
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # tiny check mode: one thread is fastest on a busy machine (speed meaningless)
+    try:
+        return _run(args, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, device: torch.device) -> dict:
+    """:func:`run` on a validated device."""
+    from op import _jit
+
     if device.type == "cuda":
         torch.cuda.set_device(device)
     sizes = dict(TINY if args.tiny else FULL)
@@ -565,6 +575,7 @@ def run(args: argparse.Namespace) -> dict:
     report: dict = {"meta": {"device": str(device), "device_name": name, "slug": slug(name), "tiny": args.tiny,
                              "torch": torch.__version__, "cuda": torch.version.cuda, "budget_s": args.budget_s,
                              "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                             "cpu_threads": torch.get_num_threads(),
                              "tf32_default": list(tf32_get()),
                              "env_SCORE_MRI_CUDA_OPS": os.environ.get("SCORE_MRI_CUDA_OPS"),
                              "command": "python benchmarks/gpu_report.py " + " ".join(sys.argv[1:])}}

@@ -1,6 +1,7 @@
 """benchmarks/gpu_report.py: the tiny CPU run covers every section; budget guard; one-line user errors."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
@@ -121,3 +122,32 @@ def test_user_errors_are_one_line_exit_2_no_files(argv, message, tmp_path, monke
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_parity_section_reports_the_auto_decision_on_a_simulated_gpu(monkeypatch):
+    """With 'CUDA' simulated (fake extensions on the CPU), the section shows built / fallback per op."""
+    from types import SimpleNamespace
+
+    from op import _jit
+    from test_op_fallback import FakeFusedAct, FakeUpfirdn2d
+
+    up_mod, act_mod = (importlib.import_module(m) for m in ("op.upfirdn2d", "op.fused_act"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(_jit, "check_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(_jit, "_STATE", {})
+    fakes = {up_mod.EXTENSION: FakeUpfirdn2d(), act_mod.EXTENSION: FakeFusedAct("grad_ignores_slope")}
+    monkeypatch.setattr(_jit, "build", lambda name, sources: fakes[name])
+    for mod in (up_mod, act_mod):
+        monkeypatch.setattr(mod, "_cuda_module", None)
+    section = gpu_report.section_op_parity(SimpleNamespace(type="cuda"), gpu_report.Budget(60))
+    assert section["decision"]["op.upfirdn2d"]["path"] == "cuda_ops"
+    assert section["decision"]["op.fused_leaky_relu"]["path"] == "pytorch (fallback)"
+    assert len(section["warnings"]) == 1 and "fused_leaky_relu" in section["warnings"][0]
+    compiled = [r for r in section["rows"] if r["forward"] is not None]
+    assert {r["op"] for r in compiled} == {"upfirdn2d", "fused_leaky_relu"}
+    report = {"meta": {"device_name": "Fake GPU", "tiny": False, "torch": torch.__version__, "cuda": "x",
+                       "elapsed_s": 1.0, "budget_s": 60.0, "command": "c"},
+              "op_parity": section, "forward": {"rows": []}, "algorithm2": {"rows": []},
+              "training": {"rows": []}, "notes": []}
+    md = gpu_report.to_markdown(report)
+    assert "op.fused_leaky_relu: built True" in md and "**pytorch (fallback)**" in md
