@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["roll", "fftshift", "ifftshift", "fft2c", "ifft2c", "fft2c_new", "ifft2c_new"]
+__all__ = ["roll", "fftshift", "ifftshift", "fft2c", "ifft2c", "fft2c_new", "ifft2c_new", "center_crop"]
 
 
 def _roll_one_dim(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
@@ -84,3 +84,11 @@ def fft2c_new(data: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
 def ifft2c_new(data: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
     """Centered 2-D inverse FFT of a real view [..., H, W, 2]; returns the same layout."""
     return torch.view_as_real(ifft2c(_as_complex(data), norm=norm))
+
+
+def center_crop(x, shape: tuple[int, int]):
+    """Centre crop of the last two axes to at most ``shape`` (fastMRI ``center_crop``; NumPy or torch)."""
+    H, W = x.shape[-2:]
+    h, w = min(int(shape[0]), H), min(int(shape[1]), W)
+    top, left = (H - h) // 2, (W - w) // 2
+    return x[..., top:top + h, left:left + w]

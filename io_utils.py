@@ -6,13 +6,19 @@
 - BART ``.cfl`` + ``.hdr``: complex64 in column-major (Fortran) order; the header lists
   the dimensions.  BART's dimension 0-2 are space (read, phase 1, phase 2) and 3 the coils.
 
-Every reader raises :class:`UserError` with a one-line message on bad input.
+Every reader raises :class:`UserError` with a one-line message on bad input. The CLIs read their
+``--data`` through :func:`read_problem`, a suffix-to-reader registry (a new format is one ``@reader``).
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+from fastmri_utils import center_crop
 
 BART_COIL_DIM = 3
 
@@ -155,3 +161,188 @@ def read_h5(path: str | Path, slice_index: int | None = None
     if ksp.ndim == 2:
         ksp = ksp[None]                                    # [1, H, W]
     return ksp.astype(np.complex64), mask, slice_index, recon_size
+
+
+# --------------------------------------------------------------------------- problems (what the CLIs read)
+
+@dataclass
+class Problem:
+    """One reconstruction problem: an image [C, H, W] (full for retrospective, aliased for prospective)."""
+    name: str
+    source: Path
+    task: str
+    image: np.ndarray               # [C, H, W] complex64 (float32 for the real algorithm, retrospective)
+    mask: np.ndarray | None         # [H, W] float32 0/1 for prospective, None for retrospective (simulated)
+    scale: float = 1.0              # the input was divided by this (results are saved times this)
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """What an algorithm reads: coil images or one image, real-valued (Algorithm 2) or complex."""
+    samples: str                    # folder below <repo>/samples/ ('real', 'single-coil', 'multi-coil')
+    coils: bool                     # the input is [coils, H, W]
+    real_valued: bool               # Algorithm 2: retrospective labels are magnitude images
+
+
+def ifft2c_np(k: np.ndarray) -> np.ndarray:
+    """Centered orthonormal inverse FFT over the last two axes (fastMRI ``ifft2c``), NumPy."""
+    ax = (-2, -1)
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), axes=ax, norm="ortho"), axes=ax)
+
+
+def as_mask(mask: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarray:
+    """A 0/1 mask broadcast to [H, W]; [W] (column mask) and singleton dims are accepted."""
+    mask = np.asarray(mask)
+    check_finite(mask, what)
+    mask = np.squeeze(mask)
+    if np.iscomplexobj(mask):
+        mask = mask.real
+    if mask.ndim == 1 and mask.shape[0] == shape[1]:
+        mask = np.broadcast_to(mask[None, :], shape)
+    if mask.shape != tuple(shape):
+        raise UserError(f"{what} has shape {np.shape(mask)}, which does not match the image {tuple(shape)}")
+    if not np.isin(mask, (0, 1)).all():
+        raise UserError(f"{what} must hold only 0 and 1")
+    if not mask.any():
+        raise UserError(f"{what} samples nothing (all zeros)")
+    return np.ascontiguousarray(mask, dtype=np.float32)
+
+
+def resolve_data(data: str, kind: InputKind, task: str | None, repo: Path) -> Path:
+    """A value with '/' or a suffix is a path (relative to CWD); else a sample under <repo>/samples/."""
+    if "/" in data or os.sep in data or Path(data).suffix:
+        path = Path(data)
+    else:
+        sub = [kind.samples] + ([task or "retrospective"] if kind.real_valued else [])
+        path = repo.joinpath("samples", *sub, f"{data}.npy")
+    if path.suffix.lower() == ".hdr":
+        path = path.with_suffix(".cfl")
+    if not path.is_file():
+        raise UserError(f"input not found: {path}")
+    return path
+
+
+_READERS: dict[str, Callable] = {}
+
+
+def reader(*suffixes: str) -> Callable:
+    """Register a problem reader ``fn(path, kind, task, slice_index, image_size) -> Problem`` for suffixes."""
+
+    def add(fn: Callable) -> Callable:
+        for s in suffixes:
+            _READERS[s] = fn
+        return fn
+
+    return add
+
+
+def read_problem(path: Path, kind: InputKind, task: str | None, slice_index: int | None,
+                 image_size: int) -> Problem:
+    """Read ``path`` with the reader registered for its suffix (.npy image, .h5 / .cfl k-space)."""
+    suffix = path.suffix.lower()
+    if slice_index is not None and suffix not in (".h5", ".hdf5"):
+        raise UserError(f"--slice applies to .h5 inputs only, not {path.name}")
+    if suffix not in _READERS:
+        raise UserError(f"unsupported input {path}: expected {', '.join(sorted(_READERS))}")
+    problem = _READERS[suffix](path, kind, task, slice_index, image_size)
+    if not np.abs(problem.image).max() > 0:
+        raise UserError(f"{path}: the image is all zeros")
+    return _finish(problem, kind)
+
+
+def _image_from_npy(a: np.ndarray, path: Path, kind: InputKind) -> np.ndarray:
+    """Bring an image array to [C, H, W] and check its rank for the algorithm."""
+    ndim = 3 if kind.coils else 2
+    while a.ndim > ndim and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != ndim:
+        want = "a multi-coil image [coils, H, W]" if kind.coils else "one image [H, W]"
+        raise UserError(f"{path}: expected {want}, got shape {a.shape}")
+    return a if kind.coils else a[None]
+
+
+@reader(".npy")
+def _read_npy_problem(path: Path, kind: InputKind, task: str | None, slice_index, image_size) -> Problem:
+    """An image (retrospective) or an aliased image plus ``<stem>_mask.npy`` (prospective)."""
+    a = read_npy(path)
+    check_finite(a, f"input {path}")
+    image = _image_from_npy(a, path, kind)
+    task = task or "retrospective"
+    mask = None
+    if task == "prospective":
+        mask_path = path.with_name(f"{path.stem}_mask.npy")
+        mask = as_mask(read_npy(mask_path, "mask"), image.shape[-2:], f"mask {mask_path}")
+    scale = (float(np.abs(image).max()) or 1.0) if kind.coils else 1.0  # multi-coil: magnitude to [0, 1]
+    return Problem(name=path.stem, source=path, task=task, image=image / scale, mask=mask, scale=scale)
+
+
+@reader(".h5", ".hdf5")
+def _read_h5_problem(path: Path, kind: InputKind, task: str | None, slice_index, image_size) -> Problem:
+    """fastMRI k-space, cropped to the stored reconstruction's size (else the model's) as fastMRI does."""
+    ksp, stored_mask, s, crop = read_h5(path, slice_index)                        # [C, H, W]
+    check_finite(ksp, f"k-space {path}")
+    return problem_from_kspace(ksp, stored_mask, f"{path.stem}_s{s}", path, task, kind,
+                               crop or (image_size, image_size))
+
+
+@reader(".cfl", ".hdr")
+def _read_cfl_problem(path: Path, kind: InputKind, task: str | None, slice_index, image_size) -> Problem:
+    """BART k-space, the matrix as it is."""
+    ksp = cfl_to_kspace(read_cfl(path))
+    check_finite(ksp, f"k-space {path}")
+    return problem_from_kspace(ksp, None, path.stem, path, task, kind, None)
+
+
+def _mask_from_zeros(ksp: np.ndarray, path: Path) -> np.ndarray | None:
+    """Mask [H, W] of the nonzero k-space points, or None when fully sampled.
+
+    Fully sampled means: every point inside the bounding box of the nonzero points is nonzero (99 %), so
+    zero-padded edges (fastMRI raw data) and the odd exact zero do not turn a full file into a prospective one.
+    """
+    sampled = (np.abs(ksp) > 0).any(axis=0)                              # [H, W]
+    if not sampled.any():
+        raise UserError(f"k-space in {path} is all zeros")
+    rows, cols = np.flatnonzero(sampled.any(axis=1)), np.flatnonzero(sampled.any(axis=0))
+    box = sampled[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return None if box.mean() >= 0.99 else sampled.astype(np.float32)
+
+
+def problem_from_kspace(ksp: np.ndarray, stored_mask: np.ndarray | None, name: str, path: Path,
+                        task: str | None, kind: InputKind, crop: tuple[int, int] | None) -> Problem:
+    """k-space [C, H, W] -> image, centre-cropped in image space to ``crop`` as fastMRI does.
+
+    Prospective data with a column mask is cropped along the readout (rows) only, which keeps the
+    measured columns exact; other prospective data is not cropped.
+    """
+    shape = ksp.shape[-2:]
+    mask = as_mask(stored_mask, shape, f"stored mask of {path}") if stored_mask is not None \
+        else _mask_from_zeros(ksp, path)
+    task = task or ("prospective" if mask is not None else "retrospective")
+    if task == "retrospective":
+        image = ifft2c_np(ksp)                                          # [C, H, W]
+        image = image if crop is None else center_crop(image, crop)     # [C, h, w]
+        mask = None
+    else:
+        if mask is None:
+            raise UserError(f"--task prospective: {path} is fully sampled and stores no mask")
+        image = ifft2c_np(ksp * mask)                                   # aliased [C, H, W]
+        if crop is not None and (mask == mask[:1]).all():  # column mask: a readout (row) crop is exact
+            image = center_crop(image, (crop[0], image.shape[-1]))
+            mask = np.ascontiguousarray(mask[:image.shape[-2]])
+    if not kind.coils and image.shape[0] > 1:
+        if not (kind.real_valued and task == "retrospective"):
+            raise UserError(f"{path} holds {image.shape[0]} coils: use inference_multi-coil_SSOS.py or "
+                            f"inference_multi-coil_hybrid.py")
+        image = np.sqrt(np.sum(np.abs(image) ** 2, axis=0, keepdims=True))  # RSS magnitude [1, h, w]
+    scale = float(np.abs(image).max()) or 1.0
+    return Problem(name=name, source=path, task=task, image=image / scale, mask=mask, scale=scale)
+
+
+def _finish(problem: Problem, kind: InputKind) -> Problem:
+    """Final dtype: a real image for the real algorithm's retrospective label, complex64 otherwise."""
+    if kind.real_valued and problem.task == "retrospective":
+        problem.image = np.abs(problem.image).astype(np.float32) if np.iscomplexobj(problem.image) \
+            else problem.image.astype(np.float32)
+    else:
+        problem.image = problem.image.astype(np.complex64)
+    return problem

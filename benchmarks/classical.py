@@ -22,6 +22,7 @@ import numpy as np
 import sigpy
 import sigpy.mri
 
+from io_utils import read_cfl, write_cfl
 from utils import ESPIRIT_MAX_CALIB, calib_width  # noqa: F401 (re-exported for the benchmarks)
 
 # lambda per acquisition setup, found by benchmarks/recon_quality.py's grid search on ONE image
@@ -96,21 +97,6 @@ def sigpy_l1(y: np.ndarray, mask: np.ndarray, lamda: float = SIGPY_LAMBDA["singl
 def bart_available() -> bool:
     """True when the ``bart`` command is on PATH."""
     return shutil.which("bart") is not None
-
-
-def write_cfl(stem: Path, x: np.ndarray) -> None:
-    """Write a BART ``.cfl``/``.hdr`` pair (complex64, column-major, dims as given)."""
-    dims = list(x.shape) + [1] * max(0, 4 - x.ndim)
-    Path(f"{stem}.hdr").write_text("# Dimensions\n" + " ".join(map(str, dims)) + "\n")
-    np.asarray(x, np.complex64).ravel(order="F").tofile(f"{stem}.cfl")
-
-
-def read_cfl(stem: Path) -> np.ndarray:
-    """Read a BART ``.cfl``/``.hdr`` pair (trailing singleton dims dropped)."""
-    dims = [int(d) for d in Path(f"{stem}.hdr").read_text().splitlines()[1].split()]
-    while len(dims) > 1 and dims[-1] == 1:
-        dims.pop()
-    return np.fromfile(f"{stem}.cfl", np.complex64).reshape(dims, order="F")
 
 
 def _bart(*args: str, cwd: str) -> None:

@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import cli  # noqa: E402
 from benchmarks import common  # noqa: E402
 
 CASES = {
@@ -62,10 +63,7 @@ SIGMA = 10.0  # noise level of the timed calls (any value: the cost does not dep
 
 def load_config(path: str):
     """``get_config()`` of a config file given relative to the repository."""
-    spec = importlib.util.spec_from_file_location("bench_config", common.REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return cli.load_config(common.REPO / path)
 
 
 # ----------------------------------------------------------------------------------------------------------

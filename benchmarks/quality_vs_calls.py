@@ -28,7 +28,8 @@ if str(REPO) not in sys.path:
 import sampling  # noqa: E402
 import sde_lib  # noqa: E402
 import utils  # noqa: E402
-from inference_common import DEFAULT_CKPT, DEFAULT_CONFIG, load_config, load_model  # noqa: E402
+from cli import DEFAULT_CKPT, DEFAULT_CONFIG, load_config  # noqa: E402
+from recon import load_model  # noqa: E402
 from metrics import psnr, ssim  # noqa: E402
 
 CASES = {  # name -> (sample file, algorithm, crop)

@@ -259,7 +259,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
     import inference_common as ic
 
-    p = ic._Parser(description=__doc__.splitlines()[0])  # usage errors: one line, exit status 2
+    p = ic.cli.Parser(description=__doc__.splitlines()[0])  # usage errors: one line, exit status 2
     p.add_argument("--N", type=int, nargs="+", default=None,
                    help="score-MRI step counts (default 20 50 100; --quick 10; --tiny 3)")
     p.add_argument("--t0", type=float, nargs="*", default=[], help="also run the few-step mode from each t0")

@@ -25,6 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import cli  # noqa: E402
+from fastmri_utils import center_crop  # noqa: E402
 from benchmarks import common  # noqa: E402
 
 CONFIG = "configs/ve/colin27_ncsnpp_small.py"
@@ -36,19 +38,7 @@ AGREE_RTOL = 1e-3  # batched vs per-coil: same noise, float32 rounding of differ
 
 def load_config(path: str):
     """``get_config()`` of a config file given relative to the repository."""
-    spec = importlib.util.spec_from_file_location("bench_config", common.REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def center_crop(a: np.ndarray, size: int | None) -> np.ndarray:
-    """Central size x size crop of the last two axes (None: unchanged)."""
-    if size is None:
-        return a
-    H, W = a.shape[-2:]
-    top, left = (H - size) // 2, (W - size) // 2
-    return a[..., top:top + size, left:left + size]
+    return cli.load_config(common.REPO / path)
 
 
 class Problem:
@@ -57,7 +47,7 @@ class Problem:
     def __init__(self, alg: int, crop: int | None, device: torch.device):
         import utils
 
-        a = center_crop(np.load(common.REPO / SAMPLES[alg]), crop)
+        a = np.load(common.REPO / SAMPLES[alg]) if crop is None else center_crop(np.load(common.REPO / SAMPLES[alg]), (crop, crop))
         a = a[None] if a.ndim == 2 else a                                     # [C, H, W]
         if alg == 2:
             a = np.abs(a).astype(np.float32)

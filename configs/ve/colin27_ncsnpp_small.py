@@ -63,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.corrector = 'langevin'
     sampling.snr = 0.16
     sampling.N = 50
+    sampling.N_multi_coil = 50          # the knee config has 500 for Algorithms 4-5; few steps here too
     sampling.fast = False               # start at t = 1; --t0 < 1 starts from the noised zero-filled image
     sampling.t0 = 0.5
     sampling.m_steps = 10               # hybrid: SENSE step every 10 of the 50 iterations

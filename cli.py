@@ -1,0 +1,188 @@
+"""Command-line flags of the ``inference_*.py`` scripts and their resolution into sampler settings.
+
+Unset sampler flags come from the config's ``sampling`` group (the config holds the defaults), so the
+embedded prior's few-step defaults and the paper's knee settings are both one ``--config`` away.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from io_utils import UserError
+
+REPO = Path(__file__).resolve().parent
+DEFAULT_CONFIG = REPO / "configs" / "ve" / "colin27_ncsnpp_small.py"
+DEFAULT_CKPT = REPO / "weights" / "colin27_ncsnpp_small.pth"
+MASK_TYPES = ("gaussian1d", "uniform1d", "gaussian2d", "uniformrandom2d", "poisson")
+TASKS = ("retrospective", "prospective")
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_CKPT", "MASK_TYPES", "TASKS", "Parser", "load_config", "build_parser",
+           "RunOptions", "resolve"]
+
+
+def load_config(path: str | Path):
+    """Import a python config file by path and return its ``get_config()`` (ml_collections style)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_score_mri_config_{abs(hash(str(path.resolve())))}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise UserError(f"cannot load config {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if not callable(getattr(module, "get_config", None)):
+        raise UserError(f"config {path} has no get_config() function")
+    return module.get_config()
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr with exit status 2."""
+
+    def error(self, message: str):
+        """Print ``prog: error: message`` (one line) and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (NaN and Inf are refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentParser:
+    """Flags shared by every script: the original's, plus config/checkpoint, seed, device and sampler settings."""
+    p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True,
+                   help="sample name (looked up in <repo>/samples/<kind>/) or a path to .npy (image), "
+                        ".h5 (fastMRI k-space) or .cfl/.hdr (BART k-space)")
+    if task:
+        p.add_argument("--task", choices=TASKS, default=None,
+                       help="retrospective: simulate the mask on a fully sampled input; prospective: the input is "
+                            "undersampled (.npy: aliased image plus {stem}_mask.npy beside it). Default: "
+                            "retrospective for .npy, detected from the file for k-space inputs")
+    p.add_argument("--mask_type", choices=MASK_TYPES, default="gaussian1d", help="retrospective mask type")
+    p.add_argument("--acc_factor", type=finite_float, default=4, help="retrospective acceleration factor")
+    p.add_argument("--center_fraction", type=finite_float, default=0.08,
+                   help="fully sampled centre fraction (1-D masks)")
+    p.add_argument("--N", type=int, default=None,
+                   help="number of diffusion steps (default: config.sampling.N, else config.model.num_scales)")
+    p.add_argument("--m", type=int, default=None,
+                   help="corrector steps per predictor step (default: config.sampling.n_steps_each)")
+    p.add_argument("--snr", type=finite_float, default=None,
+                   help="Langevin corrector SNR (default: config.sampling.snr)")
+    p.add_argument("--predictor", default=None, help="predictor name (default: config.sampling.predictor)")
+    p.add_argument("--corrector", default=None, help="corrector name (default: config.sampling.corrector)")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                   help="few-step mode: start the reverse diffusion at t0 from the zero-filled image "
+                        "(default: config.sampling.fast)")
+    p.add_argument("--t0", type=finite_float, default=None,
+                   help="start time of the fast mode in (0, 1]; implies --fast")
+    p.add_argument("--num_samples", type=int, default=1,
+                   help="K posterior samples; K > 1 saves their mean as recon and their std")
+    p.add_argument("--faithful", action="store_true",
+                   help="reproduce the original's sampler quirks (batch-mean Langevin step, lambda over 2000, ...)")
+    p.add_argument("--slice", type=int, default=None, help="slice of an .h5 file (default: the middle slice)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="python config file with get_config()")
+    p.add_argument("--ckpt", default=str(DEFAULT_CKPT), help="checkpoint (.pth) matching the config")
+    p.add_argument("--seed", type=int, default=None, help="seed of the mask and the sampler (default: config.seed)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--save_dir", default="./results", help="results root; outputs go to <save_dir>/<kind>/")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Range checks of the numeric flags that do not depend on the config."""
+    if args.acc_factor < 1:
+        raise UserError(f"--acc_factor must be >= 1, got {args.acc_factor}")
+    if not 0 <= args.center_fraction < 1:
+        raise UserError(f"--center_fraction must be in [0, 1), got {args.center_fraction}")
+    if args.num_samples < 1:
+        raise UserError(f"--num_samples must be >= 1, got {args.num_samples}")
+
+
+def config_sampling(config, key: str, fallback: Any) -> Any:
+    """``config.sampling.<key>``, else ``fallback``."""
+    sampling_cfg = getattr(config, "sampling", None)
+    if sampling_cfg is not None and key in sampling_cfg:
+        return sampling_cfg[key]
+    return fallback
+
+
+def _setting(args: argparse.Namespace, config, flag: str, key: str, fallback: Any) -> Any:
+    """A flag's value, else ``config.sampling.<key>``, else ``fallback``."""
+    value = getattr(args, flag, None)
+    return value if value is not None else config_sampling(config, key, fallback)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the CLI adds to the sampler settings: seed, device, the number of posterior samples."""
+    seed: int
+    device: str
+    num_samples: int
+    fast: bool
+
+
+def _device(name: str | None) -> str:
+    """The torch device to use (checked), default cuda when available."""
+    import torch
+    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a torch device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here (use --device cpu)")
+    return device
+
+
+def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: Any):
+    """Fill unset flags from the config and check them: (sampling.SamplerSettings, RunOptions).
+
+    ``coils``: a multi-coil script, whose default N is ``config.sampling.N_multi_coil`` when the config
+    has one (the paper's 500 for Algorithms 4-5 against 2000 for 2-3). ``extra``: more settings fields.
+    """
+    import sampling
+    _check_args(args)
+    N_default = config_sampling(config, "N", config.model.num_scales)
+    if coils:
+        N_default = config_sampling(config, "N_multi_coil", N_default)
+    N = args.N if args.N is not None else N_default
+    m = _setting(args, config, "m", "n_steps_each", 1)
+    snr = _setting(args, config, "snr", "snr", 0.16)
+    t0 = _setting(args, config, "t0", "t0", None)
+    fast = bool(args.fast) if args.fast is not None else (args.t0 is not None or bool(config_sampling(config, "fast", False)))
+    if int(N) < 1:
+        raise UserError(f"--N must be >= 1, got {N}")
+    if int(m) < 0:
+        raise UserError(f"--m must be >= 0, got {m}")
+    if float(snr) <= 0:
+        raise UserError(f"--snr must be > 0, got {snr}")
+    if fast and t0 is None:
+        raise UserError("--fast needs --t0 (the config's sampling group has no t0)")
+    if fast and not 1e-5 < float(t0) <= 1:
+        raise UserError(f"--t0 must be in (1e-5, 1], got {t0}")
+    predictor = str(_setting(args, config, "predictor", "predictor", "reverse_diffusion"))
+    corrector = str(_setting(args, config, "corrector", "corrector", "langevin"))
+    try:
+        sampling.get_predictor(predictor), sampling.get_corrector(corrector)
+        settings = sampling.SamplerSettings(
+            N=int(N), predictor=predictor, corrector=corrector, snr=float(snr), n_steps=int(m),
+            sigma_min=float(config.model.sigma_min), sigma_max=float(config.model.sigma_max),
+            t0=float(t0) if fast else None, continuous=bool(config.training.continuous),
+            faithful=bool(args.faithful), **extra)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    seed = args.seed if args.seed is not None else int(getattr(config, "seed", 0))
+    return settings, RunOptions(seed=int(seed), device=_device(args.device), num_samples=int(args.num_samples),
+                                fast=fast)

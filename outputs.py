@@ -1,0 +1,154 @@
+"""Writing a CLI run's results: arrays, PNGs, the metrics JSON and the summary figure.
+
+A result set ``<save_dir>/<kind>/{input,label,recon}/{name}...`` is written into a scratch folder and then
+moved in, replacing every file of an earlier result of the same name (no stale progress frames or
+``_std`` maps are left beside the new ones); scratch folders of dead processes are removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from io_utils import UserError
+
+__all__ = ["check_save_dir", "magnitude", "metrics_of", "save_results"]
+
+
+def magnitude(img: np.ndarray) -> np.ndarray:
+    """Magnitude image for metrics and PNGs."""
+    return np.abs(img) if np.iscomplexobj(img) else np.asarray(img)
+
+
+def check_save_dir(root: Path) -> None:
+    """Refuse (UserError) a results folder that cannot be created or written, before any work is done."""
+    for parent in [root, *root.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--save_dir: {parent} exists and is not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"--save_dir: {parent} is not writable")
+            return
+
+
+def metrics_of(label: np.ndarray | None, img: np.ndarray) -> dict | None:
+    """fastMRI PSNR/SSIM/NMSE of a magnitude image against the label's magnitude (None without a label)."""
+    import metrics
+    if label is None:
+        return None
+    return metrics.evaluate(magnitude(label).astype(np.float64), magnitude(img).astype(np.float64))
+
+
+def _figure(path: Path, name: str, panels: list[tuple[str, np.ndarray]], vmax: float) -> None:
+    """One figure with the zero-filled input, recon, label (grey, common range [0, vmax]), |error| and std."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4), squeeze=False)
+    for ax, (title, img) in zip(axes[0], panels):
+        if "error" in title or "std" in title:
+            im = ax.imshow(img, cmap="magma")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        else:
+            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(name, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_scratch(root: Path) -> None:
+    """Remove ``.tmp-<name>-<pid>`` folders left by killed runs."""
+    for d in root.glob(".tmp-*"):
+        pid = d.name.rsplit("-", 1)[-1]
+        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _result_files(root: Path, name: str) -> list[Path]:
+    """Every file of an earlier result set called ``name`` under ``root``."""
+    pats = [f"{sub}/{name}.npy" for sub in ("input", "label", "recon")] + \
+           [f"{sub}/{name}.png" for sub in ("input", "label", "recon")] + \
+           [f"input/{name}_mask.npy", f"recon/{name}_std.npy", f"recon/{name}_std.png",
+            f"recon_progress/{name}_*.png", f"{name}_metrics.json", f"{name}_figure.png"]
+    return [p for pat in pats for p in root.glob(pat) if p.is_file()]
+
+
+def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], progress: dict[int, np.ndarray],
+                 extra: dict[str, Any], record: dict, figure_title: str) -> None:
+    """Write one result set under ``root`` (arrays: input, mask, label, recon, std) and replace the old one."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_dead_scratch(root)
+    scratch = root / f".tmp-{name}-{os.getpid()}"
+    x_in, label, recon, std = (arrays.get(k) for k in ("input", "label", "recon", "std"))
+    try:
+        def put(rel: str, array: np.ndarray | None = None, png: bool = False) -> Path:
+            p = scratch / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if array is not None:
+                if png:
+                    plt.imsave(p, magnitude(array), cmap="gray")
+                else:
+                    np.save(p, array)
+            return p
+
+        for sub in ("input", "label", "recon"):
+            if arrays.get(sub) is not None:
+                put(f"{sub}/{name}.npy", arrays[sub])
+                put(f"{sub}/{name}.png", arrays[sub], png=True)
+        put(f"input/{name}_mask.npy", arrays["mask"])
+        if std is not None:
+            put(f"recon/{name}_std.npy", std)
+            put(f"recon/{name}_std.png", std, png=True)
+        for i, img in sorted(progress.items()):
+            put(f"recon_progress/{name}_{i:04d}.png", img, png=True)
+        for rel, value in extra.items():  # e.g. hybrid's sens/{name}.npy (+ its cache key)
+            if isinstance(value, str):
+                put(rel).write_text(value)
+            else:
+                put(rel, value)
+        put(f"{name}_metrics.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+
+        def title(what: str, m: dict | None) -> str:
+            return what if m is None else f"{what}\n{m['psnr']:.2f} dB / SSIM {m['ssim']:.3f}"
+
+        panels = [(title("zero-filled", record.get("zero_filled")), magnitude(x_in)),
+                  (title("recon", record.get("recon")), magnitude(recon))]
+        if label is not None:
+            panels += [("label", magnitude(label)), ("|error|", np.abs(magnitude(label) - magnitude(recon)))]
+        if std is not None:
+            panels.append((f"std (K={record.get('num_samples')})", magnitude(std)))
+        vmax = float(magnitude(label if label is not None else x_in).max()) or 1.0
+        _figure(put(f"{name}_figure.png"), figure_title, panels, vmax)
+
+        new = {p.relative_to(scratch) for p in scratch.rglob("*") if p.is_file()}
+        for old in _result_files(root, name):  # the new set replaces the old one whole
+            if old.relative_to(root) not in new:
+                old.unlink()
+        for rel in sorted(new):
+            dest = root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(scratch / rel, dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,116 @@
+"""The library entry of score-MRI: load a prior, build measurements, :func:`reconstruct`.
+
+Every CLI and every benchmark goes through :func:`reconstruct`, so a sampler, an operator or an input
+format added once is available everywhere::
+
+    model = load_model(config, "weights/colin27_ncsnpp_small.pth", "cpu")
+    op = operators.SingleCoilCartesian(mask)                  # mask [1, 1, H, W]
+    y = op.A(image)                                           # measured k-space
+    out = reconstruct(model, "real", op, y, sampling.SamplerSettings(N=50, predictor="ancestral_sampling"),
+                      generator=torch.Generator().manual_seed(0))
+    out.image                                                 # [H, W] (RSS for coil images)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import sampling
+from io_utils import UserError
+
+__all__ = ["Reconstruction", "load_model", "simulate_mask", "to_image", "reconstruct"]
+
+
+def load_model(config, ckpt: str | Path, device: str) -> torch.nn.Module:
+    """Create the score model of ``config`` and load the checkpoint's (EMA) weights for inference."""
+    from models import utils as mutils
+    from models.checkpoint import CheckpointError, load_model_weights
+
+    import perf
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise UserError(f"checkpoint not found: {ckpt}")
+    try:
+        device = torch.device(device)
+        model = mutils.create_model(config, device=device)
+        load_model_weights(ckpt, model, device=device)
+    except CheckpointError as e:  # its message names the file and says what is wrong
+        raise UserError(str(e).splitlines()[0]) from None
+    except RuntimeError as e:
+        if "device" in str(e).lower() or "cuda" in str(e).lower():
+            raise UserError(f"device {device}: {e}".splitlines()[0]) from None
+        raise
+    perf.configure_cpu_allocator()  # keep freed activations in the heap: no page faults per forward
+    return perf.prepare_model_for_inference(model, device)  # eval, frozen, channels_last on the CPU
+
+
+def simulate_mask(shape: tuple[int, ...], mask_type: str, acc_factor: float, center_fraction: float,
+                  seed: int, device: torch.device | str = "cpu", faithful: bool = False) -> torch.Tensor:
+    """A retrospective 0/1 mask [1, C, H, W] (float32), one pattern shared by the C coils (seeded).
+
+    ``faithful``: the original's Poisson mask (sigpy seed 0 whatever the seed); other types are unchanged.
+    """
+    import utils
+    H, W = shape[-2:]
+    if not mask_type.endswith("1d") and H != W:
+        raise UserError(f"mask type {mask_type} needs a square image, got {H}x{W}")
+    try:
+        mask = utils.get_mask(torch.zeros(1, 1, H, W), W, 1, type=mask_type, acc_factor=acc_factor,
+                              center_fraction=center_fraction, seed=seed, faithful=faithful)
+    except ValueError as e:
+        raise UserError(f"cannot build a {mask_type} mask: {e}".splitlines()[0]) from None
+    mask = (mask.real if mask.is_complex() else mask).float()
+    if not mask.any():
+        raise UserError("the mask samples nothing (lower --acc_factor)")
+    return mask.expand(*shape[:-2], H, W).contiguous().to(device)
+
+
+def to_image(x: torch.Tensor, real_valued: bool = False) -> np.ndarray:
+    """A state [1, C, H, W] -> the image [H, W]: RSS over coils, real part (Algorithm 2) or complex."""
+    x = x.detach().cpu()
+    if x.shape[1] > 1:
+        return torch.sqrt(torch.sum(torch.abs(x) ** 2, dim=1))[0].numpy()
+    x = x[0, 0]
+    return (x.real if (real_valued and x.is_complex()) else x).numpy()
+
+
+@dataclass
+class Reconstruction:
+    """The result of :func:`reconstruct`."""
+    image: np.ndarray                 # [H, W] posterior mean (K = 1: the sample)
+    std: np.ndarray | None            # [H, W] posterior standard deviation (K > 1)
+    samples: np.ndarray               # [K, H, W]
+    network_calls: int
+    seconds: float
+
+
+def reconstruct(model: torch.nn.Module, sampler: str, op, y: torch.Tensor, settings: sampling.SamplerSettings,
+                *, num_samples: int = 1, generator: torch.Generator | None = None,
+                callback: Callable[[int, int, torch.Tensor], None] | None = None,
+                inverse_scaler: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> Reconstruction:
+    """``num_samples`` posterior samples of the sampler ``sampler`` ('real', 'complex', 'ssos', ...).
+
+    ``op`` is the algorithm's measurement operator, ``y`` [1, C, H, W] the measured k-space. The samples
+    come from one generator stream; the image is their mean, ``std`` their spread (K > 1).
+    """
+    fn = sampling.get_sampler(sampler)
+    real_valued = sampler == "real"
+    samples, calls = [], 0
+    tic = time.time()
+    with torch.no_grad():
+        for _ in range(num_samples):
+            result = fn(model, op, y, settings, generator=generator, callback=callback)
+            calls += result.network_calls
+            samples.append(to_image(inverse_scaler(result.x), real_valued))
+    seconds = time.time() - tic
+    stack = np.stack(samples)                                              # [K, H, W]
+    if not np.all(np.isfinite(stack)):
+        raise FloatingPointError("the reconstruction is not finite (NaN or Inf): nothing was written")
+    std = stack.std(axis=0) if num_samples > 1 else None                   # complex: sqrt(mean |x - mean|^2)
+    return Reconstruction(image=stack.mean(axis=0), std=std, samples=stack, network_calls=calls,
+                          seconds=seconds)
