@@ -87,6 +87,18 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
                         "(default: config.sampling.fast)")
     p.add_argument("--t0", type=finite_float, default=None,
                    help="start time of the fast mode in (0, 1]; implies --fast")
+    p.add_argument("--eta", type=finite_float, default=None,
+                   help="decomposed sampler (--predictor dds): re-noising stochasticity in [0, 1] (default: "
+                        "config.sampling.eta, else 0)")
+    p.add_argument("--grid", choices=("ve", "edm"), default=None,
+                   help="time grid: 've' (linspace in t, geometric sigmas) or 'edm' (Karras et al. rho = 7)")
+    p.add_argument("--cg_iters", type=int, default=None,
+                   help="conjugate-gradient iterations of the SENSE data consistency (default: config, else 5)")
+    p.add_argument("--gamma", type=finite_float, default=None,
+                   help="SENSE data consistency: weight of the prior's estimate (default: config, else 1.0)")
+    p.add_argument("--complex_mode", choices=("ri", "phase"), default=None,
+                   help="complex data: 'ri' real/imaginary parts through the prior (the paper), 'phase' the "
+                        "phase-demodulated image (default: config.sampling.complex_mode, else ri)")
     p.add_argument("--num_samples", type=int, default=1,
                    help="K posterior samples; K > 1 saves their mean as recon and their std")
     p.add_argument("--faithful", action="store_true",
@@ -180,7 +192,11 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
             N=int(N), predictor=predictor, corrector=corrector, snr=float(snr), n_steps=int(m),
             sigma_min=float(config.model.sigma_min), sigma_max=float(config.model.sigma_max),
             t0=float(t0) if fast else None, continuous=bool(config.training.continuous),
-            faithful=bool(args.faithful), **extra)
+            faithful=bool(args.faithful), eta=float(_setting(args, config, "eta", "eta", 0.0)),
+            grid=str(_setting(args, config, "grid", "grid", "ve")),
+            cg_iters=int(_setting(args, config, "cg_iters", "cg_iters", 5)),
+            gamma=float(_setting(args, config, "gamma", "gamma", 1.0)),
+            complex_mode=str(_setting(args, config, "complex_mode", "complex_mode", "ri")), **extra)
     except ValueError as e:
         raise UserError(str(e)) from None
     seed = args.seed if args.seed is not None else int(getattr(config, "seed", 0))

@@ -80,6 +80,11 @@ class SamplerSettings:
     max_batch: int | None = None               # evaluate the network in chunks of at most this many images
     m_steps: int = 10                          # Algorithm 5: SENSE Kaczmarz step every m_steps iterations
     lamb_schedule: Any = None                  # Algorithm 5: lambda schedule (None: linear 1.0 -> 0.2)
+    eta: float = 0.0                           # decomposed sampler: re-noising stochasticity (0 deterministic)
+    grid: str = "ve"                           # time grid: 've' (linspace in t) or 'edm' (Karras rho = 7)
+    cg_iters: int = 5                          # conjugate-gradient iterations of SENSE data consistency
+    gamma: float = 1.0                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
+    complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts) or 'phase' (demodulated)
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -93,6 +98,14 @@ class SamplerSettings:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if int(self.m_steps) < 1:
             raise ValueError(f"m_steps must be >= 1, got {self.m_steps}")
+        if not 0.0 <= float(self.eta) <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if self.grid not in ("ve", "edm"):
+            raise ValueError(f"grid must be 've' or 'edm', got {self.grid!r}")
+        if int(self.cg_iters) < 0 or not float(self.gamma) >= 0:
+            raise ValueError(f"cg_iters must be >= 0 and gamma >= 0, got {self.cg_iters}, {self.gamma}")
+        if self.complex_mode not in ("ri", "phase"):
+            raise ValueError(f"complex_mode must be 'ri' or 'phase', got {self.complex_mode!r}")
         if self.t0 is not None and not self.eps < float(self.t0) <= 1.0:
             raise ValueError(f"t0 must lie in (eps, T] = ({self.eps}, 1.0], got {self.t0}")
 
