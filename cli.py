@@ -108,6 +108,8 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--ckpt", default=str(DEFAULT_CKPT), help="checkpoint (.pth) matching the config")
     p.add_argument("--seed", type=int, default=None, help="seed of the mask and the sampler (default: config.seed)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--skip_memory_check", action="store_true",
+                   help="run even when the estimated memory of one network call exceeds what the device has")
     p.add_argument("--save_dir", default="./results", help="results root; outputs go to <save_dir>/<kind>/")
     return p
 

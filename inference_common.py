@@ -83,6 +83,13 @@ def run(script: Script, argv: list[str] | None = None) -> dict:
     root = Path(args.save_dir) / kind
     outputs.check_save_dir(root)
     _check_size(config, problem.image.shape[-2:])
+    if not args.skip_memory_check:
+        import recon
+        coils = problem.image.shape[0] if script.input.coils else 1
+        parts = 1 if script.sampler == "real" or settings.complex_mode == "phase" else 2
+        per_call = coils * parts if script.sampler in ("ssos", "hybrid") else parts
+        recon.check_memory(config, problem.image.shape[-2:], min(per_call, settings.max_batch or per_call),
+                           opts.device)
 
     import torch
     from tqdm import tqdm

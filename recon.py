@@ -114,3 +114,45 @@ def reconstruct(model: torch.nn.Module, sampler: str, op, y: torch.Tensor, setti
     std = stack.std(axis=0) if num_samples > 1 else None                   # complex: sqrt(mean |x - mean|^2)
     return Reconstruction(image=stack.mean(axis=0), std=std, samples=stack, network_calls=calls,
                           seconds=seconds)
+
+
+def estimate_memory(config, shape: tuple[int, int], images_per_call: int) -> int:
+    """Rough peak bytes of one network call on ``images_per_call`` images of ``shape`` (float32, no grad).
+
+    Counts the U-Net's stored skip activations, a few full-resolution working tensors and the full
+    self-attention matrix at the bottleneck (DDPM attention), plus the parameters.
+    """
+    H, W = shape
+    nf, mult, n_res = int(config.model.nf), tuple(config.model.ch_mult), int(config.model.num_res_blocks)
+    per_image = 6 * nf * mult[0] * H * W                                  # working tensors at full resolution
+    for level, m in enumerate(mult):
+        per_image += (n_res + 1) * nf * m * (H >> level) * (W >> level)    # skip connections kept for the decoder
+    bottleneck = (H >> (len(mult) - 1)) * (W >> (len(mult) - 1))
+    per_image += bottleneck * bottleneck                                  # attention weights [HW, HW]
+    params = 4 * 2_500_000 * max(1, nf // 32) ** 2
+    return 4 * per_image * images_per_call + params + (64 << 20)
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes available on ``device`` (MemAvailable on the CPU, free memory on a GPU), None when unknown."""
+    if device.startswith("cuda"):
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except Exception:
+            return None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(config, shape: tuple[int, int], images_per_call: int, device: str) -> None:
+    """Refuse (UserError) a run whose network call would not fit in the device's memory."""
+    need, have = estimate_memory(config, shape, images_per_call), available_memory(device)
+    if have is not None and need > have:
+        raise UserError(f"a {shape[0]}x{shape[1]} reconstruction with {images_per_call} images per network call "
+                        f"needs about {need / 2**30:.1f} GiB, {device} has {have / 2**30:.1f} GiB available "
+                        f"(crop the input, or --skip_memory_check to try anyway)")
