@@ -433,3 +433,102 @@ def test_bad_input_subprocess(tmp_path, tiny):
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert not files_under(tmp_path / "o")
+
+
+# ---------------------------------------------------------------------------------------------- reliability
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def test_all_zero_image_is_refused(tmp_path, tiny, capsys):
+    np.save(tmp_path / "zero.npy", np.zeros((SIZE, SIZE), np.float32))
+    status, _, err = run_inproc("real", tiny, "--data", str(tmp_path / "zero.npy"), "--save_dir", str(tmp_path / "o"),
+                                capsys=capsys)
+    assert status == 2 and "all zeros" in err and len(err.strip().splitlines()) == 1
+    assert not _files(tmp_path / "o")
+
+
+@pytest.mark.parametrize("flag", ["--snr", "--t0", "--acc_factor", "--eta"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_float_flags_are_refused(tmp_path, tiny, capsys, flag, value):
+    data, _, _ = make_input(tmp_path, "real", "npy")
+    status, _, err = run_inproc("real", tiny, "--data", str(data), f"{flag}={value}", "--save_dir",
+                                str(tmp_path / "o"), capsys=capsys)
+    assert status == 2 and "finite" in err and len(err.strip().splitlines()) == 1
+    assert not _files(tmp_path / "o")
+
+
+def test_save_dir_that_is_a_file_is_refused_before_the_model_loads(tmp_path, tiny, capsys, monkeypatch):
+    import recon
+    data, _, _ = make_input(tmp_path, "real", "npy")
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(recon, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    status, _, err = run_inproc("real", tiny, "--data", str(data), "--save_dir", str(tmp_path / "afile"),
+                                capsys=capsys)
+    assert status == 2 and "not a folder" in err
+
+
+def test_non_finite_reconstruction_exits_nonzero_and_keeps_the_earlier_result(tmp_path, tiny, capsys, monkeypatch):
+    import sampling
+    data, name, _ = make_input(tmp_path, "real", "npy")
+    out = tmp_path / "o"
+    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), capsys=capsys)[0] == 0
+    before = {p: (out / p).read_bytes() for p in _files(out)}
+    real = sampling.SAMPLERS["real"]
+
+    def nan_sampler(*a, **k):
+        result = real(*a, **k)
+        return sampling.Result(result.x * float("nan"), result.network_calls)
+
+    monkeypatch.setitem(sampling.SAMPLERS, "real", nan_sampler)
+    status, _, err = run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), capsys=capsys)
+    assert status != 0 and "not finite" in err
+    assert {p: (out / p).read_bytes() for p in _files(out)} == before
+
+
+def test_result_set_is_replaced_whole_and_dead_scratch_removed(tmp_path, tiny, capsys):
+    data, name, _ = make_input(tmp_path, "real", "npy")
+    out = tmp_path / "o"
+    root = out / KINDS["real"]
+    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), "--num_samples", "2",
+                      capsys=capsys)[0] == 0
+    assert (root / "recon" / f"{name}_std.npy").is_file()
+    stale = root / "recon_progress" / f"{name}_9999.png"
+    stale.write_bytes(b"old")
+    dead = root / ".tmp-old-999999999"
+    dead.mkdir()
+    (dead / "x.npy").write_bytes(b"partial")
+    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), capsys=capsys)[0] == 0
+    assert not (root / "recon" / f"{name}_std.npy").exists(), "an old _std beside a new K=1 recon"
+    assert not stale.exists() and not dead.exists()
+
+
+def test_oversized_input_is_refused_by_the_memory_estimate(tmp_path, tiny, capsys, monkeypatch):
+    import recon
+    data, _, _ = make_input(tmp_path, "real", "npy")
+    monkeypatch.setattr(recon, "available_memory", lambda device: 1 << 20)  # a 1 MiB machine
+    monkeypatch.setattr(recon, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    status, _, err = run_inproc("real", tiny, "--data", str(data), "--save_dir", str(tmp_path / "o"), capsys=capsys)
+    assert status == 2 and "GiB" in err and "--skip_memory_check" in err
+    assert not _files(tmp_path / "o")
+
+
+def test_memory_estimate_grows_with_size_and_batch():
+    import recon
+    from cli import load_config
+    config = load_config(REPO / "configs" / "ve" / "colin27_ncsnpp_small.py")
+    small, big = recon.estimate_memory(config, (320, 320), 1), recon.estimate_memory(config, (4096, 4096), 1)
+    assert big > 50 * 2 ** 30 > small  # 4096^2: the bottleneck attention alone is far beyond a workstation
+    assert recon.estimate_memory(config, (192, 192), 16) > recon.estimate_memory(config, (192, 192), 1)
+
+
+def test_multi_coil_results_are_saved_in_the_input_units(tmp_path, tiny, capsys):
+    img = coil_images() * 250.0  # arbitrary scanner units
+    np.save(tmp_path / "big.npy", img)
+    out = tmp_path / "o"
+    assert run_inproc("SSOS", tiny, "--data", str(tmp_path / "big.npy"), "--save_dir", str(out), capsys=capsys)[0] == 0
+    label = np.load(out / KINDS["SSOS"] / "label" / "big.npy")
+    np.testing.assert_allclose(label, np.sqrt(np.sum(np.abs(img) ** 2, axis=0)), rtol=1e-5)
+    zf = np.load(out / KINDS["SSOS"] / "input" / "big.npy")      # RSS of the zero-filled coil images
+    assert 0.3 * label.max() < zf.max() < 1.5 * label.max()
