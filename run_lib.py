@@ -11,6 +11,7 @@ GPU); only rank 0 writes logs and checkpoints, and a snapshot holds every rank's
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import math
 import os
@@ -74,6 +75,13 @@ class _Dist:
         if self.active and not dist.is_initialized():
             if use_cuda:
                 torch.cuda.set_device(self.device)
+            # DistributedDataParallel imports torch.distributed.nn on first use, whose functions bind the
+            # default group existing at import time as a default argument (group=group.WORLD). Imported
+            # after init_process_group, that reference outlives destroy_process_group, so gloo's threads
+            # kept running until interpreter exit, where tearing them down raced with the other rank still
+            # running ("terminate called without an active exception", SIGABRT). Imported first, the
+            # defaults bind None and close() really ends the group.
+            importlib.import_module("torch.distributed.nn")
             dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
             self.owns_group = True
         self.is_main = self.rank == 0
@@ -103,7 +111,13 @@ class _Dist:
         dist.all_reduce(t)
         return t.item() / self.world_size
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here (no-op in a single process)."""
+        if self.active:
+            dist.barrier()
+
     def close(self) -> None:
+        """Destroy the process group this object created (its backend threads end here, not at exit)."""
         if self.owns_group:
             dist.destroy_process_group()
 
@@ -186,7 +200,11 @@ def train(config, workdir: str) -> dict:
     workdir = Path(workdir)
     ddp = _Dist(config)
     try:
-        return _train(config, workdir, ddp)
+        result = _train(config, workdir, ddp)
+        # Rank 0 writes the last snapshot after the final collective: leave together, so that no rank tears
+        # down its connections while another one still runs (on failure the group is simply destroyed).
+        ddp.barrier()
+        return result
     finally:
         ddp.close()
 
@@ -223,7 +241,7 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
         try:
             loaded = _load_training_state(meta_path, model, ema, optimizer, device)
         except CheckpointError as e:
-            raise UserError(f"cannot resume from {meta_path}: {e}") from None
+            raise UserError(f"cannot resume from {meta_path}: {e}; {_fallback_hint(workdir)}") from None
         step = int(loaded["step"])
         rng = loaded.get("rng")
         if rng is not None and int(rng["world_size"]) == ddp.world_size:
@@ -328,7 +346,7 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
                 last_snapshot = time.monotonic()
                 if numbered and ddp.is_main and train_option(config, "snapshot_sampling"):
                     _sample_to_dir(config, model, ema, sde, workdir / "samples" / f"iter_{step}",
-                                   n=int(config.training.batch_size), device=device, log=log)
+                                   n=int(config.training.batch_size), log=log)
             if stop:
                 log(f"stop requested: snapshot written at step {step}")
                 break
@@ -343,14 +361,30 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
 # Evaluation
 # ----------------------------------------------------------------------------------------------
 
-def _select_checkpoints(config, workdir: Path) -> list[Path]:
-    """Numbered checkpoints in [eval.begin_ckpt, eval.end_ckpt]; else the meta (latest) one; else the last numbered."""
+def _numbered_checkpoints(workdir: Path) -> dict[int, Path]:
+    """``<workdir>/checkpoints/checkpoint_<n>.pth`` by n."""
     numbered = {}
     for p in (workdir / "checkpoints").glob("checkpoint_*.pth"):
         try:
             numbered[int(p.stem.split("_")[-1])] = p
         except ValueError:
             continue
+    return numbered
+
+
+def _fallback_hint(workdir: Path) -> str:
+    """What a failed resume can fall back to: the numbered checkpoints (same layout as the snapshot), oldest first."""
+    numbered = _numbered_checkpoints(workdir)
+    if not numbered:
+        return f"no numbered checkpoint to fall back to in {workdir / 'checkpoints'}"
+    names = ", ".join(numbered[n].relative_to(workdir).as_posix() for n in sorted(numbered))
+    return (f"numbered checkpoints to fall back to (copy one over checkpoints-meta/checkpoint.pth to resume "
+            f"from it): {names}")
+
+
+def _select_checkpoints(config, workdir: Path) -> list[Path]:
+    """Numbered checkpoints in [eval.begin_ckpt, eval.end_ckpt]; else the meta (latest) one; else the last numbered."""
+    numbered = _numbered_checkpoints(workdir)
     ev = config.get("eval", None)
     begin = ev.get("begin_ckpt", None) if ev is not None else None
     end = ev.get("end_ckpt", None) if ev is not None else None
@@ -380,37 +414,14 @@ def _save_grid(x: np.ndarray, path: Path) -> None:
     Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
-def _sample_to_dir(config, model, ema, sde, out_dir: Path, n: int, device, log, seed: int | None = None) -> bool:
+def _sample_to_dir(config, model, ema, sde, out_dir: Path, n: int, log, seed: int | None = None) -> bool:
     """Unconditional PC samples (Algorithm 1) -> ``out_dir/sample.{npy,png}`` (EMA weights swapped in if given)."""
-    try:
-        import sampling
-        get_pc_sampler = sampling.get_pc_sampler
-    except (ImportError, AttributeError) as e:
-        log(f"sampling skipped: sampling.get_pc_sampler is not available ({e})")
-        return False
-    import inspect
-
-    def pick(kind: str, name: str):
-        getter = getattr(sampling, f"get_{kind}", None)
-        if getter is not None:
-            return getter(name.lower())
-        classes = {"reverse_diffusion": "ReverseDiffusionPredictor", "euler_maruyama": "EulerMaruyamaPredictor",
-                   "langevin": "LangevinCorrector", "none": "NoneCorrector" if kind == "corrector" else "NonePredictor"}
-        return getattr(sampling, classes[name.lower()])
+    import sampling
 
     shape = (n, config.data.num_channels, config.data.image_size, config.data.image_size)
     inverse_scaler = (lambda x: (x + 1.0) / 2.0) if config.data.centered else (lambda x: x)
-    kwargs = dict(sde=sde, shape=shape, predictor=pick("predictor", config.sampling.predictor),
-                  corrector=pick("corrector", config.sampling.corrector), inverse_scaler=inverse_scaler,
-                  snr=config.sampling.snr, n_steps=config.sampling.n_steps_each,
-                  probability_flow=config.sampling.get("probability_flow", False), continuous=True,
-                  denoise=config.sampling.get("noise_removal", True), eps=1e-3, device=device)
-    params = inspect.signature(get_pc_sampler).parameters
-    if "generator" in params:
-        kwargs["generator"] = torch.Generator().manual_seed(int(config.seed) if seed is None else seed)
-    kwargs = {k: v for k, v in kwargs.items() if k in params or any(
-        p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())}
-    sampler = get_pc_sampler(**kwargs)
+    generator = torch.Generator().manual_seed(int(config.seed) if seed is None else seed)
+    sampler = sampling.get_sampling_fn(config, sde, shape, inverse_scaler, 1e-3, generator=generator)
     if ema is not None:
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
@@ -420,8 +431,7 @@ def _sample_to_dir(config, model, ema, sde, out_dir: Path, n: int, device, log, 
     finally:
         if ema is not None:
             ema.restore(model.parameters())
-    x = out[0] if isinstance(out, (tuple, list)) else out
-    x = x.detach().float().cpu().numpy()
+    x = out[0].detach().float().cpu().numpy()  # (samples, network evaluations)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "sample.npy", x)
     _save_grid(np.clip(x, 0, 1), out_dir / "sample.png")
@@ -476,8 +486,7 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> list[dict]:
             log(f"{path.name}: no held-out slices (config.data.eval_every=0); loss skipped")
         if enable_sample:
             # the EMA weights are already in the model (ema=None: no swap)
-            res["samples"] = _sample_to_dir(config, model, None, sde, out_dir / path.stem, n=n_samples,
-                                            device=device, log=log)
+            res["samples"] = _sample_to_dir(config, model, None, sde, out_dir / path.stem, n=n_samples, log=log)
         results.append(res)
     with open(out_dir / "eval_results.json", "w") as f:
         json.dump(results, f, indent=2)

@@ -3,6 +3,8 @@ NaN handling, torchrun with two processes, evaluation and the command line."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import signal
 import subprocess
@@ -125,6 +127,33 @@ def test_loss_is_denoising_score_matching(tmp_path, reduce_mean):
     torch.testing.assert_close(loss, expected.mean(), rtol=1e-5, atol=1e-5)
 
 
+class SigmaSpy(torch.nn.Module):
+    """Records the noise levels it is called with; returns zeros (the loss is then 0.5 * sum z^2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sigmas = []
+
+    def forward(self, x, sigma):
+        self.sigmas.append(sigma.detach().clone())
+        return torch.zeros_like(x)
+
+
+def test_loss_draws_t_uniform_from_eps_to_1(tmp_path):
+    """The noise levels the network sees are sigma(t), t = eps + (1 - eps) u with u the generator's U(0, 1)."""
+    config = tiny_config(tmp_path)
+    _, sde = build(config)
+    spy = SigmaSpy()
+    x = torch.rand(4096, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    losses.get_sde_loss_fn(sde, train=False, reduce_mean=False)(spy, x, torch.Generator().manual_seed(3))
+    u = torch.rand(4096, generator=torch.Generator().manual_seed(3))  # the loss draws t first
+    eps = losses.EPS_T
+    assert eps == 1e-5
+    t = torch.log(spy.sigmas[0] / sde.sigma_min) / math.log(sde.sigma_max / sde.sigma_min)
+    torch.testing.assert_close(t, u * (1 - eps) + eps, rtol=0, atol=2e-6)  # a shift by eps is 1e-5
+    assert eps - 1e-6 <= t.min().item() and t.max().item() <= 1 + 1e-6
+
+
 def test_unsupported_objectives_raise(tmp_path):
     _, sde = build(tiny_config(tmp_path))
     with pytest.raises(NotImplementedError, match="likelihood"):
@@ -245,6 +274,30 @@ def test_snapshots_resume_and_uninterrupted_run_agree(tmp_path, monkeypatch):
     assert "resumed from" in log and "step: 7, training_loss:" in log and "steps/s:" in log
 
 
+def test_failed_resume_lists_numbered_checkpoints(tmp_path):
+    """An unreadable snapshot: the error names the numbered checkpoints, and resuming from one of them works."""
+    data = make_slices(tmp_path / "data")
+    workdir = tmp_path / "r"
+    run_lib.train(tiny_config(data, **{"training.n_iters": 4, "training.snapshot_freq": 2}), workdir)
+    meta = workdir / "checkpoints-meta" / "checkpoint.pth"
+    meta.write_bytes(b"not a checkpoint")
+    config = tiny_config(data, **{"training.n_iters": 5, "training.snapshot_freq": 2})
+    with pytest.raises(run_lib.UserError) as info:
+        run_lib.train(config, workdir)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and str(meta) in message
+    assert "checkpoints/checkpoint_1.pth, checkpoints/checkpoint_2.pth" in message
+    (workdir / "checkpoints" / "checkpoint_1.pth").replace(meta)     # fall back as the message says
+    (workdir / "checkpoints" / "checkpoint_2.pth").unlink()
+    assert run_lib.train(config, workdir)["step"] == 5
+    assert f"resumed from {meta} at step 2" in (workdir / "stdout.txt").read_text()
+    meta.write_bytes(b"")
+    for p in (workdir / "checkpoints").glob("*.pth"):
+        p.unlink()
+    with pytest.raises(run_lib.UserError, match="no numbered checkpoint to fall back to"):
+        run_lib.train(config, workdir)
+
+
 def test_wall_clock_snapshots(tmp_path, monkeypatch):
     """snapshot_minutes=0: a preemption snapshot after every step even when the step period is large."""
     data = make_slices(tmp_path / "data")
@@ -269,7 +322,6 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
 
 
 def test_evaluate_writes_held_out_loss_and_samples(tmp_path):
-    pytest.importorskip("sampling")
     data = make_slices(tmp_path / "data", n=20)
     config = tiny_config(data, **{"training.n_iters": 2, "eval.enable_sampling": True})
     config.eval.grid_samples = 4
@@ -351,17 +403,30 @@ def test_kill9_loses_only_steps_since_last_snapshot(tmp_path):
 
 
 WORKER = '''
-import hashlib, os, sys
+import hashlib, json, os, sys, time
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {here!r})
 import torch
 import run_lib
 from test_training import tiny_config
 from pathlib import Path
+real_save = run_lib.save_checkpoint
+
+
+def late_save(path, state):  # rank 0 writes slowly, as on a loaded machine: the other rank is done first
+    time.sleep(0.5)
+    real_save(path, state)
+    Path({workdir!r}, "saved_at").write_text(repr(time.time()))
+
+
+run_lib.save_checkpoint = late_save
 out = run_lib.train(tiny_config(Path({data!r}), **{{"training.n_iters": 4, "training.log_freq": 2}}), {workdir!r})
+left = time.time()
 h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in out["model"].parameters())).hexdigest()
-with open(os.path.join({workdir!r}, "params_rank%s.sha" % os.environ["RANK"]), "w") as f:
-    f.write(h)
+tasks = "/proc/self/task"
+threads = [open(os.path.join(tasks, t, "comm")).read().strip() for t in os.listdir(tasks)] if os.path.isdir(tasks) else []
+with open(os.path.join({workdir!r}, "rank%s.json" % os.environ["RANK"]), "w") as f:
+    json.dump({{"sha": h, "left": left, "threads": threads}}, f)
 '''
 
 
@@ -375,8 +440,14 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
                         str(script)], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
                        timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
-    h0, h1 = (workdir / "params_rank0.sha").read_text(), (workdir / "params_rank1.sha").read_text()
+    ranks = [json.loads((workdir / f"rank{k}.json").read_text()) for k in (0, 1)]
+    h0, h1 = ranks[0]["sha"], ranks[1]["sha"]
     assert h0 == h1
+    # teardown: no rank leaves before rank 0's last write, and the process group's threads are gone when
+    # train() returns (they used to outlive it and race with the other rank at interpreter exit: SIGABRT)
+    assert ranks[1]["left"] >= float((workdir / "saved_at").read_text())
+    for k in (0, 1):
+        assert not [t for t in ranks[k]["threads"] if "gloo" in t], ranks[k]["threads"]
     ckpt = torch.load(workdir / "checkpoints-meta/checkpoint.pth", weights_only=True)
     assert ckpt["step"] == 4 and ckpt["rng"]["world_size"] == 2
     # both ranks' random states are in the snapshot, and they differ (seed + rank)
