@@ -1,4 +1,4 @@
-"""Train or evaluate the score prior (SPEC section 7): ``python main_fastmri.py --config <cfg.py> --workdir <dir>``.
+"""Train or evaluate the score prior (Chung & Ye 2022; README "Training a prior"): ``python main_fastmri.py --config <cfg.py> --workdir <dir>``.
 
 Modes: ``train`` (resumes from ``<workdir>/checkpoints-meta/checkpoint.pth`` when present) and ``eval``
 (held-out loss of saved checkpoints and optional samples under ``<workdir>/<eval_folder>``). Launch with

@@ -1,4 +1,4 @@
-"""Forward SDEs, their reverse-time SDE/ODE, and the VE-SDE used by score-MRI (SPEC section 3).
+"""Forward SDEs, their reverse-time SDE/ODE, and the VE-SDE used by score-MRI (Song et al. 2021, eq. 31).
 
 Follows Song et al., "Score-Based Generative Modeling through SDEs" (ICLR 2021): forward SDE
 dx = f(x, t) dt + g(t) dw (eq. 5), reverse SDE dx = [f - g^2 grad log p_t(x)] dt + g dw_bar (eq. 6) and its
@@ -111,7 +111,7 @@ class ReverseSDE:
 
 
 class VESDE(SDE):
-    """Variance-exploding SDE: sigma(t) = sigma_min (sigma_max / sigma_min)^t, drift 0 (SMLD, SPEC section 3)."""
+    """Variance-exploding SDE: sigma(t) = sigma_min (sigma_max / sigma_min)^t, drift 0 (SMLD)."""
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50, N: int = 1000):
         super().__init__(N)

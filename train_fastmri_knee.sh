@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the fastMRI knee score prior (SPEC section 7; the original named a config that did not exist).
+# Train the fastMRI knee score prior (the original named a config that did not exist).
 #
 #   DATA_ROOT=/data/fastmri/knee WORKDIR=runs/knee NPROC=1 ./train_fastmri_knee.sh [extra absl flags]
 #

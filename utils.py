@@ -187,7 +187,7 @@ def restore_checkpoint(*args: Any, **kwargs: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Sampling masks (SPEC section 5)
+# Sampling masks (the original's get_mask, seeded)
 # ----------------------------------------------------------------------------------------------------------
 
 MASK_TYPES = ("gaussian1d", "uniform1d", "gaussian2d", "uniformrandom2d", "poisson")
@@ -240,7 +240,7 @@ def _poisson_pattern(size: int, acc_factor: float, seed: int) -> np.ndarray:
 def get_mask(img: torch.Tensor, size: int, batch_size: int, type: str = "gaussian2d", acc_factor: float = 8,
              center_fraction: float = 0.04, fix: bool = False, seed: int | None = None, *,
              faithful: bool = False) -> torch.Tensor:
-    """Undersampling mask with the shape and dtype of ``img`` [B, C, H, W] (SPEC section 5).
+    """Undersampling mask with the shape and dtype of ``img`` [B, C, H, W].
 
     One mask per batch item (shared by all coils), or one for the whole batch with ``fix``. Randomness comes
     from a ``np.random.RandomState(seed)`` created here and making the original's calls in its order, so

@@ -8,7 +8,7 @@ k-spaces differ only by a per-sample sign (and a global scale), so a mask sample
 frequencies and the reconstructed magnitudes agree: metrics are always on magnitude images.
 
 Multi-coil baselines estimate ESPIRiT maps from the measured (fully sampled) centre only, never
-from the fully sampled k-space (SPEC section 4, Algorithm 5 fix).
+from the fully sampled k-space (Algorithm 5 fix, README "Differences from the original").
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def zero_filled(y: np.ndarray) -> np.ndarray:
 
 
 def espirit_maps(y: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """sigpy ESPIRiT maps [C, H, W] from the measured centre (defaults of SPEC section 4 otherwise)."""
+    """sigpy ESPIRiT maps [C, H, W] from the measured centre (sigpy EspiritCalib defaults otherwise)."""
     app = sigpy.mri.app.EspiritCalib(y, calib_width=calib_width(mask), show_pbar=False)
     return app.run()
 

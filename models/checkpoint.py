@@ -1,4 +1,4 @@
-"""Saving and loading training checkpoints in the score-MRI layout (SPEC section 2).
+"""Saving and loading training checkpoints in the score-MRI layout (README "Using the original checkpoint").
 
 A checkpoint is ``torch.save`` of ``{'model': state_dict, 'ema': {'decay', 'num_updates',
 'shadow_params'}, 'optimizer': Adam state_dict, 'step': int}``.

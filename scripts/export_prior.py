@@ -3,7 +3,7 @@
     python scripts/export_prior.py --workdir runs/colin27 --config configs/ve/colin27_ncsnpp_small.py \
         --name colin27_ncsnpp_small --wall_hours 1.6 --command "..."
 
-The weights file keeps the checkpoint layout of SPEC section 2 (``model``, ``ema``, ``step``; the optimizer
+The weights file keeps the released checkpoint layout (README "Using the original checkpoint") (``model``, ``ema``, ``step``; the optimizer
 state is dropped to keep the file small). The card records data, config, steps, wall time, the command
 to reproduce and the loss curve (``weights/<name>_loss.png``), read from ``<workdir>/stdout.txt``.
 """

@@ -1,4 +1,4 @@
-"""Build the shipped samples under ``samples/`` from openly licensed data (SPEC section 6).
+"""Build the shipped samples under ``samples/`` from openly licensed data (README "Outputs" and samples/NOTICE.md).
 
 Developer tool, not needed at run time or in CI. Every input comes from a package installed from
 PyPI (``pip install nilearn dipy pydicom pydicom-data``); the training volume (Colin27) and
@@ -30,7 +30,7 @@ import utils  # noqa: E402  (the project's FFTs and masks, so samples match what
 SIZE = 320  # single-coil / real samples, as the original's
 MC_SIZE = 192  # multi-coil samples: smaller, to keep the CPU cost of Algorithms 4/5 sane
 N_COILS = 8
-# Prospective masks: gaussian1d x4 with the scripts' default centre fraction (SPEC section 6).
+# Prospective masks: gaussian1d x4 with the scripts' default centre fraction (README "Outputs" and samples/NOTICE.md).
 MASK_KW = dict(type="gaussian1d", acc_factor=4, center_fraction=0.08)
 
 
@@ -155,7 +155,7 @@ def gaussian1d_mask(size: int, seed: int) -> np.ndarray:
 
 
 def alias(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Zero-filled image ifft2(fft2(x) * mask) in the single-coil shifted convention (SPEC section 4)."""
+    """Zero-filled image ifft2(fft2(x) * mask) in the single-coil shifted convention."""
     k = utils.fft2(torch.from_numpy(np.asarray(x, np.complex64))) * torch.from_numpy(mask)
     return utils.ifft2(k).numpy()
 
@@ -177,7 +177,7 @@ def build() -> list[tuple[str, np.ndarray, str, list[Source]]]:
         "shoulder (musculoskeletal, closest to the original's knees): crop, pad, anti-aliased cubic "
         "downsampling to 320x320, divide by max", NEMA_MR2)
 
-    # Prospective 001: a real aliased image (the original's format; loses data, SPEC section 6).
+    # Prospective 001: a real aliased image (the original's format; loses data).
     x = to_square(load_mni(0, 98), SIZE)
     mask = gaussian1d_mask(SIZE, seed=1)
     add("real/prospective/001.npy", alias(x, mask).real.astype(np.float32),

@@ -1,4 +1,4 @@
-"""Shared test fixtures: locating ``../shared`` (SPEC section 6b) and loading reference vectors."""
+"""Shared test fixtures: locating ``../shared`` (or $SCORE_MRI_SHARED) and loading reference vectors."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Checkpoints in the released layout (SPEC section 2) and the EMA helper."""
+"""Checkpoints in the released layout (the original's checkpoint_95.pth) and the EMA helper."""
 from __future__ import annotations
 
 import os

@@ -268,7 +268,7 @@ def test_real_prospective(tmp_path, tiny, capsys, complex_input):
     zf = np.load(root / "input" / "pro.npy")
     if complex_input:  # exact measured data: the zero-filled input is the aliased image's real part
         np.testing.assert_allclose(zf, aliased.real, atol=1e-5)
-    else:              # a real aliased image loses the odd part of the data (SPEC section 6)
+    else:              # a real aliased image loses the odd part of the data
         expected = ifft2(fft2(torch.from_numpy(aliased.real.astype(np.complex64))) * torch.from_numpy(mask))
         np.testing.assert_allclose(zf, expected.real.numpy(), atol=1e-5)
     rec = json.loads((root / "pro_metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""FFT conventions (SPEC section 4): fastMRI centered orthonormal FFT vs NumPy, the original single-coil
+"""FFT conventions: fastMRI centered orthonormal FFT vs NumPy, the original single-coil
 shifted FFT, and the golden values in ``dc_golden.pt`` on odd (7x9) and even (8x10) sizes."""
 from __future__ import annotations
 

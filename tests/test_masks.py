@@ -1,4 +1,4 @@
-"""Sampling masks (SPEC section 5): seed-0 golden masks, sampled fractions, shapes, and RNG hygiene."""
+"""Sampling masks: seed-0 golden masks, sampled fractions, shapes, and RNG hygiene."""
 from __future__ import annotations
 
 import numpy as np
@@ -84,7 +84,7 @@ def test_1d_masks_are_column_masks_with_centre_block(type_):
 
 
 def test_sampled_fraction_near_nominal():
-    # SPEC: ~25.5% sampled for gaussian1d at x4 (320), ~13% for gaussian2d at x4
+    # the original's masks: ~25.5% sampled for gaussian1d at x4 (320), ~13% for gaussian2d at x4
     img = torch.zeros(4, 1, 320, 320)
     g1 = utils.get_mask(img, 320, 4, type="gaussian1d", acc_factor=4, center_fraction=0.08, seed=7)
     g2 = utils.get_mask(img, 320, 4, type="gaussian2d", acc_factor=4, seed=7)

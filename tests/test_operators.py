@@ -1,4 +1,4 @@
-"""Measurement operators and data-consistency steps (SPEC section 4, STYLE guideline 1):
+"""Measurement operators and data-consistency steps:
 adjointness, projection properties, the SENSE step, and the golden DC steps of Algorithms 2-5."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shipped samples (SPEC section 6): layout, shapes, dtypes, ranges, masks, provenance."""
+"""The shipped samples: layout, shapes, dtypes, ranges, masks, provenance."""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,4 @@
-"""VE-SDE (SPEC section 3): golden values from ``sde_golden.pt`` and properties of the reverse SDE."""
+"""VE-SDE: golden values from ``sde_golden.pt`` and properties of the reverse SDE."""
 from __future__ import annotations
 
 import numpy as np
