@@ -64,7 +64,8 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True,
                    help="sample name (looked up in <repo>/samples/<kind>/) or a path to .npy (image), "
-                        ".h5 (fastMRI k-space) or .cfl/.hdr (BART k-space)")
+                        ".h5 (fastMRI k-space) or .cfl/.hdr (BART k-space); a folder or a quoted glob of .h5 "
+                        "files runs them all")
     if task:
         p.add_argument("--task", choices=TASKS, default=None,
                        help="retrospective: simulate the mask on a fully sampled input; prospective: the input is "
@@ -103,7 +104,16 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
                    help="K posterior samples; K > 1 saves their mean as recon and their std")
     p.add_argument("--faithful", action="store_true",
                    help="reproduce the original's sampler quirks (batch-mean Langevin step, lambda over 2000, ...)")
-    p.add_argument("--slice", type=int, default=None, help="slice of an .h5 file (default: the middle slice)")
+    p.add_argument("--slice", default=None,
+                   help="slice(s) of an .h5 file: an index, 'all' or a range a:b (end excluded). Default: the "
+                        "middle slice of one file, all slices of a folder or glob")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results of the same name written with other settings (a volume run refuses "
+                        "them otherwise; with the same settings it resumes)")
+    p.add_argument("--quiet", action="store_true", help="no progress output (the result lines still print)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: $OMP_NUM_THREADS, else the idle cores shared among "
+                        "the processes of a torchrun job)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="python config file with get_config()")
     p.add_argument("--ckpt", default=str(DEFAULT_CKPT), help="checkpoint (.pth) matching the config")
     p.add_argument("--seed", type=int, default=None, help="seed of the mask and the sampler (default: config.seed)")

@@ -19,12 +19,13 @@ import numpy as np
 import cli
 import outputs
 from cli import DEFAULT_CKPT, DEFAULT_CONFIG, MASK_TYPES, load_config  # noqa: F401  (public names)
-from io_utils import InputKind, Problem, UserError, read_problem, resolve_data
+from io_utils import InputKind, Problem, UserError, list_inputs, parse_slices, read_problem, resolve_data
 
 REPO = Path(__file__).resolve().parent
 N_PROGRESS = 6  # progress images saved per run (recon_progress/)
 
-__all__ = ["UserError", "Script", "Context", "load_config", "run", "main"]
+__all__ = ["UserError", "Script", "Context", "Job", "load_config", "prepare", "run", "reconstruct_problem",
+           "run_key", "main"]
 
 
 @dataclass
@@ -63,40 +64,106 @@ def _check_size(config, shape: tuple[int, int]) -> None:
                         f"({levels} levels in config.model.ch_mult)")
 
 
-def run(script: Script, argv: list[str] | None = None) -> dict:
-    """Parse flags, reconstruct, write the results and print a one-line summary; returns the metrics record."""
+@dataclass
+class Job:
+    """What every slice of one command shares: the script, flags, config and resolved settings."""
+    script: Script
+    args: argparse.Namespace
+    config: Any
+    settings: Any                   # sampling.SamplerSettings
+    opts: cli.RunOptions
+
+
+# flags that do not change a result: a rerun differing only in these resumes instead of being refused
+_NOT_IN_KEY = {"data", "slice", "save_dir", "overwrite", "quiet", "threads", "device"}
+
+
+def run_key(job: Job, path: Path, name: str) -> dict:
+    """The settings a result was computed with (stored in its metrics JSON; equal keys = the same result)."""
+    key = {k: v for k, v in sorted(vars(job.args).items()) if k not in _NOT_IN_KEY}
+    key.update(sampler=job.script.sampler, input=str(Path(path).resolve()), name=name,
+               config=str(Path(job.args.config).resolve()), ckpt=str(Path(job.args.ckpt).resolve()))
+    return key
+
+
+def existing_key(root: Path, name: str) -> dict | None:
+    """The run key of a complete result ``name`` under ``root`` ({} for one without a key), else None."""
+    import json
+    path = root / f"{name}_metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("run_key", {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def prepare(script: Script, argv: list[str] | None = None) -> Job:
+    """Parse and check the flags, load the config, set torch's thread count: the run's :class:`Job`."""
+    import batch
     parser = cli.build_parser(script.description)
     if script.extra_args is not None:
         script.extra_args(parser)
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     config = load_config(args.config)
     extra = script.settings(args, config) if script.settings is not None else {}
     settings, opts = cli.resolve(args, config, coils=script.input.coils, **extra)
+    batch.configure_threads(args.threads)
+    return Job(script=script, args=args, config=config, settings=settings, opts=opts)
+
+
+def root_of(job: Job, task: str) -> tuple[str, Path]:
+    """(kind, <save_dir>/<kind>) of a problem with this task."""
+    kind = f"{job.script.kind}/{task}" if job.script.input.real_valued else job.script.kind
+    return kind, Path(job.args.save_dir) / kind
+
+
+def run(script: Script, argv: list[str] | None = None) -> dict:
+    """Parse flags, reconstruct, write the results and print a one-line summary; returns the metrics record.
+
+    ``--slice all`` / ``a:b`` or a folder / glob in ``--data`` runs the volume driver (``batch.py``).
+    """
+    job = prepare(script, argv)
+    args = job.args
+    spec = parse_slices(args.slice)
+    files = list_inputs(args.data)
+    if files is not None or isinstance(spec, slice):
+        import batch
+        files = files or [resolve_data(args.data, script.input, getattr(args, "task", None), REPO)]
+        return batch.run_batch(job, files, spec)
     path = resolve_data(args.data, script.input, getattr(args, "task", None), REPO)
-    problem = read_problem(path, script.input, getattr(args, "task", None), args.slice,
-                           int(config.data.image_size))
+    problem = read_problem(path, script.input, getattr(args, "task", None), spec, int(job.config.data.image_size))
     if args.faithful and script.input.coils and path.suffix == ".npy":
         import torch
         import utils  # the original's normalize_complex (phase squashed into [0, 1]) on its own inputs
         problem.image = utils.normalize_complex_original(torch.from_numpy(problem.image)).numpy()
-    kind = f"{script.kind}/{problem.task}" if script.input.real_valued else script.kind
-    root = Path(args.save_dir) / kind
+    _, root = root_of(job, problem.task)
     outputs.check_save_dir(root)
-    _check_size(config, problem.image.shape[-2:])
-    if not args.skip_memory_check:
-        import recon
-        coils = problem.image.shape[0] if script.input.coils else 1
-        parts = 1 if script.sampler == "real" or settings.complex_mode == "phase" else 2
-        per_call = coils * parts if script.sampler in ("ssos", "hybrid") else parts
-        recon.check_memory(config, problem.image.shape[-2:], min(per_call, settings.max_batch or per_call),
-                           opts.device)
+    _check_size(job.config, problem.image.shape[-2:])
+    old = existing_key(root, problem.name)
+    if old is not None and old != run_key(job, path, problem.name) and not args.overwrite and not args.quiet:
+        sys.stderr.write(f"note: replacing the result {problem.name} in {root} (written with other settings)\n")
+    return reconstruct_problem(job, load_model(job), problem)
 
+
+def load_model(job: Job):
+    """The score model of the job's config and checkpoint on its device (loaded once per command)."""
+    import recon
+    return recon.load_model(job.config, job.args.ckpt, job.opts.device)
+
+
+def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> dict:
+    """The per-slice pipeline: measurements, operator, sampler, result files; returns the metrics record."""
     import torch
-    from tqdm import tqdm
 
+    import progress as progress_mod
     import recon
     import utils
-    model = recon.load_model(config, args.ckpt, opts.device)
+    script, args, settings, opts = job.script, job.args, job.settings, job.opts
+    kind, root = root_of(job, problem.task)
+    _check_size(job.config, problem.image.shape[-2:])
     device = next(model.parameters()).device
     image = torch.from_numpy(problem.image)[None].to(device)                   # [1, C, H, W]
     if problem.mask is None:
@@ -107,31 +174,32 @@ def run(script: Script, argv: list[str] | None = None) -> dict:
     cart = script.cartesian(mask)
     y = cart.A(image.to(torch.complex64))                                      # [1, C, H, W] measured
     x_zf = cart.zero_filled(y)                                                 # [1, C, H, W]
-    ctx = Context(args=args, config=config, problem=problem, root=root, mask=mask, y=y)
+    ctx = Context(args=args, config=job.config, problem=problem, root=root, mask=mask, y=y)
     op = script.operator(ctx) if script.operator is not None else cart
 
-    progress, bar = {}, tqdm(total=settings.N * opts.num_samples, desc=problem.name, unit="step", disable=None)
+    images: dict = {}
     keep = set(np.linspace(0, settings.N - 1, N_PROGRESS).round().astype(int).tolist())
-
+    bar = progress_mod.Progress(settings.N * opts.num_samples, f"{tag}{problem.name}", quiet=args.quiet)
     done = [0]
 
     def callback(i: int, n: int, x) -> None:
-        """Advance the progress bar; keep a handful of intermediate images of the first sample."""
-        bar.update(1)
+        """Advance the progress report; keep a handful of intermediate images of the first sample."""
+        bar.update()
         done[0] += 1
         if done[0] <= n and i in keep:
-            progress[i] = outputs.magnitude(recon.to_image(x, script.input.real_valued)) * problem.scale
+            images[i] = outputs.magnitude(recon.to_image(x, script.input.real_valued)) * problem.scale
 
     try:
         rec = recon.reconstruct(model, script.sampler, op, y, settings, num_samples=opts.num_samples,
                                 generator=torch.Generator(device=device).manual_seed(opts.seed),
-                                callback=callback, inverse_scaler=utils.get_data_inverse_scaler(config))
+                                callback=callback, inverse_scaler=utils.get_data_inverse_scaler(job.config))
     finally:
         bar.close()
+    ctx.record["run_key"] = run_key(job, problem.source, problem.name)
     return _save(args, settings, opts, problem, kind, root, rec, ctx,
                  recon.to_image(x_zf, script.input.real_valued),
                  recon.to_image(image, script.input.real_valued) if problem.task == "retrospective" else None,
-                 mask[0, 0].cpu().numpy().astype(np.float32), progress)
+                 mask[0, 0].cpu().numpy().astype(np.float32), images)
 
 
 def _save(args, settings, opts, problem: Problem, kind: str, root: Path, rec, ctx: Context, x_zf: np.ndarray,

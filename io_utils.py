@@ -163,6 +163,63 @@ def read_h5(path: str | Path, slice_index: int | None = None
     return ksp.astype(np.complex64), mask, slice_index, recon_size
 
 
+def parse_slices(text: str | None) -> int | slice | None:
+    """``--slice``: None (the middle slice), an int, ``all`` or a range ``a:b`` (Python slice, end excluded)."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    if text == "all":
+        return slice(None)
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            return slice(int(a) if a.strip() else None, int(b) if b.strip() else None)
+        return int(text)
+    except ValueError:
+        raise UserError(f"--slice must be an integer, 'all' or a range a:b, got {text!r}") from None
+
+
+def h5_slice_count(path: str | Path) -> int:
+    """Number of slices (``kspace.shape[0]``) of a fastMRI file, without reading the k-space."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            if "kspace" not in f or f["kspace"].ndim not in (3, 4):
+                raise UserError(f"{path} has no 'kspace' dataset [slices, (coils,) H, W]")
+            return int(f["kspace"].shape[0])
+    except OSError as e:
+        raise UserError(f"cannot read HDF5 file {path}: {e}".splitlines()[0]) from None
+
+
+def slice_indices(spec: int | slice | None, n: int, path: Path) -> list[int]:
+    """The slice indices of a file with ``n`` slices that ``spec`` selects (an empty selection is an error)."""
+    if spec is None:
+        return [n // 2]
+    if isinstance(spec, int):
+        if not -n <= spec < n:
+            raise UserError(f"--slice {spec} out of range: {path} has {n} slices")
+        return [spec % n]
+    chosen = list(range(n))[spec]
+    if not chosen:
+        raise UserError(f"--slice {spec.start}:{spec.stop} selects no slice of {path} ({n} slices)")
+    return chosen
+
+
+def list_inputs(data: str) -> list[Path] | None:
+    """``--data`` naming a folder or a glob: its ``.h5`` files (sorted); None for a single file or sample name."""
+    import glob
+    path = Path(data)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".h5", ".hdf5") and p.is_file())
+    elif any(c in data for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(data) if Path(p).suffix.lower() in (".h5", ".hdf5"))
+    else:
+        return None
+    if not files:
+        raise UserError(f"--data {data}: no .h5 files found")
+    return files
+
+
 # --------------------------------------------------------------------------- problems (what the CLIs read)
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 
 from io_utils import UserError
 
-__all__ = ["check_save_dir", "magnitude", "metrics_of", "save_results"]
+__all__ = ["check_save_dir", "magnitude", "metrics_of", "save_results", "write_atomic", "write_volume"]
 
 
 def magnitude(img: np.ndarray) -> np.ndarray:
@@ -146,9 +146,33 @@ def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], pr
         for old in _result_files(root, name):  # the new set replaces the old one whole
             if old.relative_to(root) not in new:
                 old.unlink()
-        for rel in sorted(new):
+        # the metrics JSON moves in last: it marks a complete result set (a resumed volume run skips it)
+        for rel in sorted(new, key=lambda r: (r.name.endswith("_metrics.json"), str(r))):
             dest = root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(scratch / rel, dest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary beside it, so readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_volume(path: Path, reconstruction: np.ndarray, attrs: dict[str, Any]) -> None:
+    """fastMRI submission file: dataset ``reconstruction`` [slices, H, W] float32, written atomically."""
+    import h5py
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("reconstruction", data=np.asarray(reconstruction, dtype=np.float32))
+            for k, v in attrs.items():
+                f.attrs[k] = v
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

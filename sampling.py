@@ -262,8 +262,23 @@ def _full(settings: SamplerSettings) -> bool:
 
 
 def _timesteps(settings: SamplerSettings, device: torch.device) -> torch.Tensor:
-    """linspace(t0, eps, N) in float32 (t0 = T = 1 for the original's grid)."""
-    return torch.linspace(1.0 if _full(settings) else float(settings.t0), settings.eps, settings.N, device=device)
+    """The N times of the grid in float32, from t0 (T = 1 when sampling from noise) down to eps.
+
+    've': linspace(t0, eps, N), the original's grid (geometric in sigma). 'edm': Karras et al. (2022), eq. 5,
+    sigma_i = (s0^(1/rho) + i/(N-1) (s_eps^(1/rho) - s0^(1/rho)))^rho with rho = 7 between sigma(t0) and
+    sigma(eps), mapped back to the VE time t = log(sigma / sigma_min) / log(sigma_max / sigma_min).
+    """
+    t_start = 1.0 if _full(settings) else float(settings.t0)
+    if settings.grid != "edm":
+        return torch.linspace(t_start, settings.eps, settings.N, device=device)
+    rho = 7.0
+    smin, smax = float(settings.sigma_min), float(settings.sigma_max)
+    ends = torch.tensor([t_start, settings.eps], dtype=torch.float64)
+    s_start, s_end = (smin * (smax / smin) ** ends).tolist()
+    frac = torch.linspace(0.0, 1.0, settings.N, dtype=torch.float64)
+    sigma = (s_start ** (1 / rho) + frac * (s_end ** (1 / rho) - s_start ** (1 / rho))) ** rho
+    t = torch.log(sigma / smin) / torch.log(torch.tensor(smax / smin, dtype=torch.float64))
+    return t.to(device=device, dtype=torch.float32)
 
 
 def _sigma_start(settings: SamplerSettings, sde) -> float:
@@ -558,3 +573,6 @@ def get_pc_fouriercs_RI_coil_SENSE(sde: sde_lib.SDE, predictor, corrector, inver
                                          m_steps=m_steps, lamb_schedule=lamb_schedule), sde, inverse_scaler,
                generator, callback)
     return lambda model, data, y: fn(model, SENSE(sens, mask), y, data)
+
+
+import sense_sampling  # noqa: E402,F401  (registers 'sense' and complex_mode='phase' in SAMPLERS)
