@@ -1,0 +1,157 @@
+"""The SENSE sampler and the phase-demodulated mode of the complex samplers (beyond the paper).
+
+* ``'sense'``: one complex image x [B, 1, H, W] with the SENSE model A x = M F (S_c x) for every coil c
+  (Pruessmann et al. 1999), ESPIRiT maps S_c from the measured calibration region. One network call per
+  predictor/corrector step whatever the coil count (2 images: real and imaginary part; 1 in phase mode);
+  data consistency by ``settings.cg_iters`` conjugate-gradient steps on (A^H A + gamma I) x = A^H y +
+  gamma x_hat, warm-started at the step's estimate x_hat (``operators.SENSE.solve``). It is also the
+  ``project`` of projecting predictors (the decomposed sampler).
+* ``settings.complex_mode = 'phase'`` for ``'complex'`` (Algorithm 3), ``'ssos'``/``'hybrid'`` (Algorithms
+  4-5, one phase per coil image) and ``'sense'``: the state is the real demodulated image m = Re(x exp(-i
+  phi)), phi estimated from the measured k-space centre only (``phase.estimate_phase``). The real-valued prior
+  sees real, non-negative anatomy; after every data consistency step m <- Re(P(m exp(i phi)) exp(-i phi))
+  (the imaginary residual is dropped); the returned image is P(m exp(i phi)), consistent with the data.
+  ``'ri'`` keeps the paper's real/imaginary parts (``sampling.sample_complex`` etc.).
+
+Importing :mod:`sampling` registers these samplers in ``sampling.SAMPLERS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import sampling
+from operators import SENSE, LinearOperator, MultiCoilCartesian, SingleCoilCartesian
+from phase import PhaseDemodulated, demodulate, estimate_phase, modulate
+from sampling import Algorithm, Callback, Result, SamplerSettings, _start_noise, run_algorithm
+
+__all__ = ["SenseCG", "sample_sense", "sample_complex", "sample_ssos", "sample_hybrid"]
+
+
+class SenseCG(LinearOperator):
+    """A SENSE operator whose data consistency ``project`` is the regularised CG solve (one image state)."""
+
+    def __init__(self, op: SENSE, gamma: float, n_iter: int):
+        self.op, self.gamma, self.n_iter = op, float(gamma), int(n_iter)
+        self.mask = op.mask
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """mask * fft2c(S_c x)."""
+        return self.op.A(x)
+
+    def A_H(self, y: torch.Tensor) -> torch.Tensor:
+        """sum_c conj(S_c) ifft2c(mask * y_c)."""
+        return self.op.A_H(y)
+
+    def project(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat, started at x_hat."""
+        return self.op.solve(x_hat, y, self.gamma, self.n_iter)
+
+    def restrict(self, sl: slice) -> "SenseCG":
+        """The state is one image: every coil slice is the whole operator."""
+        return self
+
+
+@dataclass
+class _Problem:
+    """What the wrapped algorithms receive as ``op``: the state's operator and, for Algorithm 5, SENSE."""
+    state: Any
+    sense: SENSE | None = None
+
+
+@dataclass(frozen=True)
+class StateAlgorithm(Algorithm):
+    """An :class:`sampling.Algorithm` on a given state operator (SENSE image or demodulated images)."""
+
+    def per_coil_op(self, op: _Problem):
+        """The state operator."""
+        return op.state
+
+    def start(self, op, y: torch.Tensor, settings: SamplerSettings, sigma: float, g: torch.Generator):
+        """Noise in the state's shape (that of A^H y), made data-consistent."""
+        shape = tuple(op.A_H(y).shape)
+        x = op.project(_start_noise(shape, g, y, sigma, not self.real_valued), y)
+        return torch.real(x) if self.real_valued else x
+
+    def post_step(self, op: _Problem, y: torch.Tensor, settings: SamplerSettings):
+        """Algorithm 5's Kaczmarz step on the re-modulated coil images, demodulated again."""
+        if not self.kaczmarz:
+            return None
+        base = Algorithm.post_step(self, op.sense, y, settings)
+        phi = op.state.phi
+
+        def step(i: int, x: torch.Tensor, x_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if i % settings.m_steps != 0:
+                return x, x_mean
+            xa, xb = base(i, modulate(x, phi), modulate(x_mean, phi))
+            return demodulate(xa, phi).real, demodulate(xb, phi).real
+
+        return step
+
+
+SENSE_RI = StateAlgorithm("sense", order="CP", real_valued=False, coil_images=False)
+SENSE_PHASE = StateAlgorithm("sense-phase", order="CP", real_valued=True, coil_images=False)
+COMPLEX_PHASE = StateAlgorithm("complex-phase", order="CP", real_valued=True, coil_images=False)
+SSOS_PHASE = StateAlgorithm("ssos-phase", order="PC", real_valued=True, coil_images=True)
+HYBRID_PHASE = StateAlgorithm("hybrid-phase", order="PC", real_valued=True, coil_images=True, kaczmarz=True)
+
+
+def _check(settings: SamplerSettings, what: str) -> None:
+    """The new modes have no original counterpart (ValueError with faithful=True)."""
+    if settings.faithful:
+        raise ValueError(f"{what} is not part of the original code: not available with faithful=True")
+
+
+def _run_phase(alg: StateAlgorithm, model, base_op, phase_op, y: torch.Tensor, settings: SamplerSettings,
+               generator: torch.Generator | None, callback: Callback | None, sense: SENSE | None = None) -> Result:
+    """Run ``alg`` on m = Re(x exp(-i phi)), phi from ``phase_op``'s tapered centre; return P(m exp(i phi))."""
+    _check(settings, "complex_mode='phase'")
+    phi = estimate_phase(phase_op, y, base_op.mask)
+    state = PhaseDemodulated(base_op, phi)
+    result = run_algorithm(alg, model, _Problem(state, sense), y, settings, generator=generator, callback=callback)
+    return Result(state.remodulate(result.x, y), result.network_calls)
+
+
+def sample_sense(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *,
+                 generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
+    """SENSE sampler: one complex image [B, 1, H, W], CG data consistency, one network call per step."""
+    if not isinstance(op, SENSE):
+        raise ValueError("the SENSE sampler needs a SENSE operator (coil maps and mask)")
+    _check(settings, "the SENSE sampler")
+    cg = SenseCG(op, settings.gamma, settings.cg_iters)
+    if settings.complex_mode == "phase":
+        return _run_phase(SENSE_PHASE, model, cg, op, y, settings, generator, callback)
+    return run_algorithm(SENSE_RI, model, _Problem(cg), y, settings, generator=generator, callback=callback)
+
+
+def sample_complex(model, op: SingleCoilCartesian, y: torch.Tensor, settings: SamplerSettings, *,
+                   generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
+    """Algorithm 3; ``complex_mode='phase'``: the prior on the demodulated real image."""
+    if settings.complex_mode != "phase":
+        return sampling.sample_complex(model, op, y, settings, generator=generator, callback=callback)
+    return _run_phase(COMPLEX_PHASE, model, op, op, y, settings, generator, callback)
+
+
+def sample_ssos(model, op: MultiCoilCartesian, y: torch.Tensor, settings: SamplerSettings, *,
+                generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
+    """Algorithm 4; ``complex_mode='phase'``: each coil image demodulated by its own low-resolution phase."""
+    if settings.complex_mode != "phase":
+        return sampling.sample_ssos(model, op, y, settings, generator=generator, callback=callback)
+    cart = op.cartesian if isinstance(op, SENSE) else op
+    return _run_phase(SSOS_PHASE, model, cart, cart, y, settings, generator, callback)
+
+
+def sample_hybrid(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *,
+                  generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
+    """Algorithm 5; ``complex_mode='phase'``: demodulated coil images, Kaczmarz step on the re-modulated ones."""
+    if settings.complex_mode != "phase":
+        return sampling.sample_hybrid(model, op, y, settings, generator=generator, callback=callback)
+    if not isinstance(op, SENSE):
+        raise ValueError("Algorithm 5 needs a SENSE operator (coil maps and mask)")
+    return _run_phase(HYBRID_PHASE, model, op.cartesian, op.cartesian, y, settings, generator, callback, sense=op)
+
+
+sampling.SAMPLERS.update({"sense": sample_sense, "complex": sample_complex, "ssos": sample_ssos,
+                          "hybrid": sample_hybrid})

@@ -1,0 +1,139 @@
+"""Phase estimation (phase.py), the phase-demodulated samplers and the SENSE sampler (sense_sampling.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sampling
+from operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
+from phase import PhaseDemodulated, calibration_size, estimate_phase, modulate
+import test_cli
+from test_cli import coil_images, run_inproc, tiny  # noqa: F401  (tiny: the random-weight model fixture)
+from test_sampling import ToyGaussianScore, coil_maps, column_mask, smooth_image
+
+SIZE = 32
+
+
+def smooth_phase(h: int, w: int) -> torch.Tensor:
+    """A smooth phase map [1, 1, h, w] spanning about +-2 rad."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return (1.5 * xx - 0.8 * yy + 0.6 * xx * yy).reshape(1, 1, h, w)
+
+
+def complex_problem(size: int = SIZE, seed: int = 0):
+    """(model, mask, phi, x, y): a positive smooth image with a smooth phase, single-coil measurements."""
+    mu = smooth_image(size, size) + 0.5                               # positive
+    phi = smooth_phase(size, size)
+    x = modulate(mu, phi).to(torch.complex64)
+    mask = column_mask(size, size, seed)
+    return ToyGaussianScore(mu, 0.1), mask, phi, x, SingleCoilCartesian(mask).A(x)
+
+
+def test_phase_estimate_close_to_known_phase():
+    _, mask, phi, x, y = complex_problem()
+    est = estimate_phase(SingleCoilCartesian(mask), y, mask)
+    assert est.shape == phi.shape and not est.is_complex()
+    err = torch.angle(torch.exp(1j * (est - phi)))[..., 8:24, 8:24]  # wrapped; inside (the FOV edge wraps)
+    assert float(err.abs().mean()) < 0.1, float(err.abs().mean())
+    assert float(err.abs().mean()) < 0.2 * float(phi[..., 8:24, 8:24].abs().mean())
+
+
+def test_calibration_size_and_error():
+    mask = column_mask(SIZE, SIZE, 0)
+    h, w = calibration_size(mask)
+    assert h == w >= 4
+    assert bool(mask[0, 0, SIZE // 2, SIZE // 2 - w // 2:SIZE // 2 - w // 2 + w].all())
+    with pytest.raises(ValueError, match="phase estimation"):
+        calibration_size(torch.zeros(SIZE, SIZE))
+
+
+def test_demodulated_projection_keeps_measured_kspace():
+    _, mask, phi, x, y = complex_problem()
+    op = PhaseDemodulated(SingleCoilCartesian(mask), phi)
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(1, 1, SIZE, SIZE, generator=g)
+    out = op.remodulate(m, y)
+    torch.testing.assert_close(SingleCoilCartesian(mask).A(out), y, atol=1e-3, rtol=1e-4)
+    # The true demodulated image is a fixed point of m <- Re(P(m exp(i phi)) exp(-i phi)).
+    m_true = (x * torch.exp(-1j * phi)).real
+    torch.testing.assert_close(op.project(m_true, y).real, m_true, atol=1e-4, rtol=1e-4)
+
+
+def test_complex_phase_mode_data_consistent_one_image_per_call():
+    model, mask, phi, x, y = complex_problem()
+    batches = []
+    model.register_forward_hook(lambda mod, inp, out: batches.append(inp[0].shape[0]))
+    s = sampling.SamplerSettings(N=4, complex_mode="phase")
+    res = sampling.get_sampler("complex")(model, SingleCoilCartesian(mask), y, s,
+                                          generator=torch.Generator().manual_seed(0))
+    assert res.x.is_complex() and res.network_calls == 8 and batches == [1] * 8
+    torch.testing.assert_close(SingleCoilCartesian(mask).A(res.x), y, atol=1e-2, rtol=1e-4)
+    ri = sampling.get_sampler("complex")(model, SingleCoilCartesian(mask), y, s.replace(complex_mode="ri"),
+                                         generator=torch.Generator().manual_seed(0))
+    assert ri.network_calls == 8 and batches[8:] == [2] * 8
+
+
+def sense_problem(n_coils: int, size: int = SIZE):
+    """(model, SENSE op, y, x): a smooth complex image seen by n_coils toy coils through a column mask."""
+    model, mask, phi, x, _ = complex_problem(size)
+    op = SENSE(coil_maps(n_coils, size, size), mask)
+    return model, op, op.A(x), x
+
+
+@pytest.mark.parametrize("mode", ["ri", "phase"])
+def test_sense_one_network_call_per_step_whatever_the_coils(mode):
+    per_call = {"ri": 2, "phase": 1}[mode]
+    for n_coils in (2, 6):
+        model, op, y, _ = sense_problem(n_coils)
+        batches = []
+        model.register_forward_hook(lambda mod, inp, out: batches.append(inp[0].shape[0]))
+        s = sampling.SamplerSettings(N=3, complex_mode=mode, cg_iters=2)
+        res = sampling.get_sampler("sense")(model, op, y, s, generator=torch.Generator().manual_seed(0))
+        assert res.x.shape == (1, 1, SIZE, SIZE) and res.x.is_complex()
+        assert res.network_calls == 6 and batches == [per_call] * 6
+
+
+@pytest.mark.parametrize("mode", ["ri", "phase"])
+def test_sense_cg_fits_the_data(mode):
+    model, op, y, x = sense_problem(4)
+    zf_res = float(torch.linalg.vector_norm(op.A(op.A_H(y)) - y))
+    s = sampling.SamplerSettings(N=3, complex_mode=mode, cg_iters=15, gamma=1e-3)
+    res = sampling.get_sampler("sense")(model, op, y, s, generator=torch.Generator().manual_seed(0))
+    res_norm = float(torch.linalg.vector_norm(op.A(res.x) - y))
+    assert res_norm < 0.02 * float(torch.linalg.vector_norm(y)) and res_norm < 0.1 * zf_res
+    # a weak data term (large gamma, no CG) leaves a much larger residual: the check can fail
+    weak = sampling.get_sampler("sense")(model, op, y, s.replace(cg_iters=1, gamma=100.0),
+                                         generator=torch.Generator().manual_seed(0))
+    assert float(torch.linalg.vector_norm(op.A(weak.x) - y)) > 5 * res_norm
+
+
+def test_hybrid_phase_mode_coil_images_per_call_and_consistent():
+    model, op, y, _ = sense_problem(3)
+    batches = []
+    model.register_forward_hook(lambda mod, inp, out: batches.append(inp[0].shape[0]))
+    s = sampling.SamplerSettings(N=4, complex_mode="phase", m_steps=2)
+    res = sampling.get_sampler("hybrid")(model, op, y, s, generator=torch.Generator().manual_seed(0))
+    assert res.x.shape == (1, 3, SIZE, SIZE) and batches == [3] * 8       # C real images, not 2C
+    torch.testing.assert_close(MultiCoilCartesian(op.mask).A(res.x), y, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="faithful"):
+        sampling.get_sampler("hybrid")(model, op, y, s.replace(faithful=True),
+                                       generator=torch.Generator().manual_seed(0))
+
+
+def test_sense_script_end_to_end(tmp_path, tiny, capsys, monkeypatch, mode="phase"):  # noqa: F811
+    monkeypatch.setitem(test_cli.SCRIPTS, "SENSE", "inference_multi-coil_SENSE.py")
+    np.save(tmp_path / "case.npy", coil_images())
+    status, out, err = run_inproc("SENSE", tiny, "--data", str(tmp_path / "case.npy"), "--save_dir",
+                                  str(tmp_path / "o"), "--acc_factor", "2", "--center_fraction", "0.5",
+                                  "--complex_mode", mode, capsys=capsys)
+    assert status == 0, err
+    root = tmp_path / "o" / "multi-coil" / "SENSE"
+    assert str(root) in out
+    recon = np.load(root / "recon" / "case.npy")
+    assert recon.shape == (SIZE, SIZE) and np.isfinite(recon).all()
+    assert np.load(root / "sens" / "case.npy").shape == (4, SIZE, SIZE)
+    rec = json.loads((root / "case_metrics.json").read_text())
+    assert rec["network_calls"] == 4 and np.isfinite(rec["recon"]["psnr"])  # N = 2, corrector + predictor
