@@ -75,7 +75,7 @@ class Job:
 
 
 # flags that do not change a result: a rerun differing only in these resumes instead of being refused
-_NOT_IN_KEY = {"data", "slice", "save_dir", "overwrite", "quiet", "threads", "device"}
+_NOT_IN_KEY = {"data", "slice", "save_dir", "overwrite", "quiet", "threads", "device", "skip_memory_check"}
 
 
 def run_key(job: Job, path: Path, name: str) -> dict:
@@ -131,6 +131,7 @@ def run(script: Script, argv: list[str] | None = None) -> dict:
     files = list_inputs(args.data)
     if files is not None or isinstance(spec, slice):
         import batch
+        spec = slice(None) if spec is None else spec  # a folder or glob: every slice unless --slice says
         files = files or [resolve_data(args.data, script.input, getattr(args, "task", None), REPO)]
         return batch.run_batch(job, files, spec)
     path = resolve_data(args.data, script.input, getattr(args, "task", None), REPO)

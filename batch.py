@@ -1,0 +1,256 @@
+"""Whole volumes and many files: ``--slice all`` / ``a:b`` and ``--data <folder or glob>`` of fastMRI ``.h5``.
+
+The volume driver runs the single-slice pipeline (``inference_common.reconstruct_problem``) in a loop with
+one model, writes every slice's result set atomically (its metrics JSON last: the completion marker), and
+then assembles ``<save_dir>/<kind>/reconstructions/<file>.h5`` with dataset ``reconstruction``
+[slices, H, W] float32 in the input's units, fastMRI's submission layout. With a target (the file's
+``reconstruction_rss`` / ``reconstruction_esc``, else the fully sampled slices) the volume metrics follow
+fastMRI's ``evaluate.py``: PSNR and NMSE over the volume with ``data_range = target.max()``, SSIM per
+slice averaged. ``summary.json`` and ``summary.md`` list all volumes.
+
+Resume: a slice whose metrics JSON holds the same run key is skipped; one with another key is refused
+unless ``--overwrite``. Scale-out: under ``torchrun --nproc_per_node K`` the slices still to do are split
+statically over the ranks (each on ``cuda:<local rank>`` when the device is CUDA), the ranks meet in a gloo
+``all_gather_object`` and rank 0 assembles the volumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+import outputs
+from io_utils import UserError, h5_slice_count, read_problem, slice_indices
+from progress import log
+
+__all__ = ["configure_threads", "default_threads", "Dist", "run_batch", "assemble_volume"]
+
+TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
+
+
+# ---------------------------------------------------------------------------------------------- threads
+
+def default_threads(environ: dict | None = None) -> int:
+    """Intra-op threads that do not oversubscribe: the idle cores (CPUs minus the load) per local process."""
+    environ = os.environ if environ is None else environ
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(environ.get("LOCAL_WORLD_SIZE", 1)))
+    busy = int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cpus, cpus - busy) // local)
+
+
+def configure_threads(requested: int | None) -> int:
+    """Set torch's intra-op threads: ``--threads``, else ``$OMP_NUM_THREADS`` (kept), else the default."""
+    import torch
+    if requested is not None:
+        torch.set_num_threads(int(requested))
+    elif not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(default_threads())
+    return torch.get_num_threads()
+
+
+# ---------------------------------------------------------------------------------------------- torchrun
+
+class Dist:
+    """Rank and world size of a torchrun job (``RANK``/``WORLD_SIZE`` set), or one process; gloo messages."""
+
+    def __init__(self):
+        self.active = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+        self.rank = int(os.environ.get("RANK", 0)) if self.active else 0
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if self.active else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if self.active else 0
+        self.owns_group = False
+        if self.active:
+            import torch.distributed as dist
+            if not dist.is_initialized():
+                dist.init_process_group("gloo")  # small objects only: gloo on CPU whatever the compute device
+                self.owns_group = True
+
+    def gather(self, obj) -> list:
+        """Every rank's ``obj``, indexed by rank (also a barrier)."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        """Destroy the process group created here, so gloo's threads end before the interpreter does."""
+        if self.owns_group:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+@dataclasses.dataclass
+class Item:
+    """One slice of one file."""
+    path: Path
+    index: int
+    name: str
+    root: Path | None = None        # where its complete result lies (None: still to do)
+
+
+def _candidate_roots(job) -> list[Path]:
+    """Result folders a slice may land in (the real algorithm's task may be detected per file)."""
+    import inference_common as ic
+    task = getattr(job.args, "task", None)
+    if job.script.input.real_valued and task is None:
+        return [ic.root_of(job, t)[1] for t in ("retrospective", "prospective")]
+    return [ic.root_of(job, task or "retrospective")[1]]
+
+
+def _items(job, files: list[Path], spec) -> list[Item]:
+    """Every selected slice of every file; a result of the same name and settings is marked done."""
+    import inference_common as ic
+    items, stems = [], {}
+    for path in files:
+        if path.suffix.lower() not in (".h5", ".hdf5"):
+            raise UserError(f"--slice {job.args.slice} and folder inputs need fastMRI .h5 files, not {path.name}")
+        if path.stem in stems and stems[path.stem] != path.resolve():
+            raise UserError(f"two inputs share the name {path.stem}: {stems[path.stem]} and {path}")
+        stems[path.stem] = path.resolve()
+        n = h5_slice_count(path)
+        items += [Item(path, i, f"{path.stem}_s{i}") for i in slice_indices(spec, n, path)]
+    clash = []
+    for root in _candidate_roots(job):
+        outputs.check_save_dir(root)
+        for it in items:
+            old = ic.existing_key(root, it.name)
+            if old is None:
+                continue
+            if old == ic.run_key(job, it.path, it.name) and (root / "recon" / f"{it.name}.npy").is_file():
+                it.root = root
+            elif not job.args.overwrite:
+                clash.append((root, it.name))
+    if clash:
+        root, name = clash[0]
+        raise UserError(f"{len(clash)} result(s) in {root} (e.g. {name}) were written with other settings: "
+                        f"add --overwrite to replace them, or choose another --save_dir")
+    return items
+
+
+def run_batch(job, files: list[Path], spec) -> dict:
+    """Reconstruct the selected slices of ``files`` (split over torchrun ranks), then assemble the volumes."""
+    import inference_common as ic
+    items = _items(job, files, spec)
+    todo = [it for it in items if it.root is None]
+    dist = Dist()
+    quiet = job.args.quiet
+    try:
+        mine = todo[dist.rank::dist.world_size]
+        if dist.active and job.opts.device.startswith("cuda"):
+            job.opts = dataclasses.replace(job.opts, device=f"cuda:{dist.local_rank}")
+        prefix = f"rank {dist.rank}: " if dist.active else ""
+        if dist.rank == 0:
+            log(f"{len(items)} slices of {len(files)} file(s): {len(items) - len(todo)} done already, "
+                f"{len(todo)} to do" + (f" over {dist.world_size} processes" if dist.active else ""), quiet=quiet)
+        error, done = None, {}
+        if mine:
+            model = ic.load_model(job)
+            image_size = int(job.config.data.image_size)
+            for k, it in enumerate(mine, 1):
+                try:
+                    problem = read_problem(it.path, job.script.input, getattr(job.args, "task", None), it.index,
+                                           image_size)
+                    record = ic.reconstruct_problem(job, model, problem, tag=f"{prefix}[{k}/{len(mine)}] ")
+                except (UserError, FloatingPointError) as e:
+                    error = f"{it.path.name} slice {it.index}: {e}"
+                    break
+                done[it.name] = str(ic.root_of(job, problem.task)[1])
+        gathered = dist.gather((error, done))
+        errors = [e for e, _ in gathered if e]
+        if errors:
+            raise UserError(errors[0])
+        for _, d in gathered:
+            for it in items:
+                if it.name in d:
+                    it.root = Path(d[it.name])
+        if dist.rank != 0:
+            return {}
+        return _assemble_all(job, files, items)
+    finally:
+        dist.close()
+
+
+# ---------------------------------------------------------------------------------------------- volumes
+
+def _stack(root: Path, sub: str, names: list[str]) -> np.ndarray | None:
+    """Magnitudes of ``<root>/<sub>/<name>.npy`` stacked [S, H, W] (None when one is missing)."""
+    paths = [root / sub / f"{n}.npy" for n in names]
+    if not all(p.is_file() for p in paths):
+        return None
+    return np.stack([np.abs(np.load(p)) for p in paths]).astype(np.float32)        # magnitudes (fastMRI)
+
+
+def _target(path: Path, indices: list[int], label: np.ndarray | None, shape: tuple) -> tuple[np.ndarray | None, str]:
+    """The volume's target [S, H, W]: the file's stored reconstruction, else the fully sampled slices."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        for key in TARGET_KEYS:
+            if key in f and tuple(f[key].shape[-2:]) == tuple(shape[-2:]):
+                return np.asarray(f[key][indices], dtype=np.float32), key           # indices increase
+    return (label, "fully sampled") if label is not None else (None, "none")
+
+
+def assemble_volume(path: Path, root: Path, indices: list[int]) -> dict:
+    """Write ``<root>/reconstructions/<stem>.h5`` from the slices' results; its metrics record."""
+    import metrics
+    names = [f"{path.stem}_s{i}" for i in indices]
+    recon = _stack(root, "recon", names)                                      # [S, H, W] input units
+    zf, label = _stack(root, "input", names), _stack(root, "label", names)
+    target, source = _target(path, indices, label, recon.shape)
+    out = root / "reconstructions" / f"{path.stem}.h5"
+    outputs.write_volume(out, recon, {"slices": np.asarray(indices, dtype=np.int64), "input": str(path.resolve()),
+                                      "target": source})
+    record = {"volume": path.stem, "file": str(out), "input": str(path.resolve()), "slices": indices,
+              "shape": list(recon.shape), "target": source, "recon": None, "zero_filled": None}
+    if target is not None:
+        record["recon"] = metrics.evaluate(target.astype(np.float64), recon.astype(np.float64))
+        record["zero_filled"] = metrics.evaluate(target.astype(np.float64), zf.astype(np.float64))
+    return record
+
+
+def _markdown(volumes: list[dict]) -> str:
+    """The summary table (fastMRI volume metrics; '-' without a target)."""
+    def cell(m: dict | None, key: str, fmt: str) -> str:
+        return "-" if m is None else format(m[key], fmt)
+
+    lines = ["| volume | slices | target | ZF PSNR | ZF SSIM | PSNR (dB) | SSIM | NMSE |", "|---|---|---|---|---|---|---|---|"]
+    for v in volumes:
+        lines.append(f"| {v['volume']} | {len(v['slices'])} | {v['target']} | {cell(v['zero_filled'], 'psnr', '.2f')} "
+                     f"| {cell(v['zero_filled'], 'ssim', '.4f')} | {cell(v['recon'], 'psnr', '.2f')} "
+                     f"| {cell(v['recon'], 'ssim', '.4f')} | {cell(v['recon'], 'nmse', '.4f')} |")
+    scored = [v for v in volumes if v["recon"] is not None]
+    if scored:
+        mean = {k: float(np.mean([v["recon"][k] for v in scored])) for k in ("psnr", "ssim", "nmse")}
+        zf = {k: float(np.mean([v["zero_filled"][k] for v in scored])) for k in ("psnr", "ssim")}
+        lines.append(f"| **mean** ({len(scored)}) | | | {zf['psnr']:.2f} | {zf['ssim']:.4f} | {mean['psnr']:.2f} "
+                     f"| {mean['ssim']:.4f} | {mean['nmse']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _assemble_all(job, files: list[Path], items: list[Item]) -> dict:
+    """Assemble every volume, write summary.json / summary.md per results folder, print one line each."""
+    import inference_common as ic
+    by_root: dict[Path, list[dict]] = {}
+    for path in files:
+        mine = [it for it in items if it.path == path]
+        root = mine[0].root
+        by_root.setdefault(root, []).append(assemble_volume(path, root, [it.index for it in mine]))
+    settings = {k: v for k, v in ic.run_key(job, files[0], "").items() if k not in ("input", "name")}
+    for root, volumes in by_root.items():
+        scored = [v for v in volumes if v["recon"] is not None]
+        mean = {k: float(np.mean([v["recon"][k] for v in scored])) for k in ("psnr", "ssim", "nmse")} if scored else None
+        summary = {"volumes": volumes, "mean": mean, "settings": settings}
+        outputs.write_atomic(root / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        outputs.write_atomic(root / "summary.md", _markdown(volumes))
+        text = f"{mean['psnr']:.2f} dB / {mean['ssim']:.4f} SSIM (mean over {len(scored)})" if mean else "no target"
+        print(f"{len(volumes)} volume(s): {text} -> {root / 'reconstructions'}", flush=True)
+    return {"volumes": [v for vs in by_root.values() for v in vs]}
