@@ -79,9 +79,7 @@ def test_model_sigmas_buffer(golden):
 
 
 def test_models_get_sigmas_matches_buffer(golden):
-    mutils = pytest.importorskip("models.utils")
-    if not hasattr(mutils, "get_sigmas"):
-        pytest.skip("models.utils.get_sigmas not present")
+    from models import utils as mutils
     from types import SimpleNamespace
     config = SimpleNamespace(model=SimpleNamespace(sigma_min=0.01, sigma_max=378.0, num_scales=2000))
     sigmas = np.asarray(mutils.get_sigmas(config))

@@ -1,7 +1,6 @@
 """Image helpers, lambda schedules, data scalers and the checkpoint re-export in ``utils``."""
 from __future__ import annotations
 
-import importlib.util
 import types
 
 import numpy as np
@@ -119,8 +118,6 @@ def test_data_scalers():
 
 
 def test_restore_checkpoint_reexport(monkeypatch):
-    if importlib.util.find_spec("models.checkpoint") is None:
-        pytest.skip("models/checkpoint.py not present yet")
     import models.checkpoint as checkpoint
     calls = []
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: calls.append((a, k)) or "ok")
