@@ -4,6 +4,7 @@ conjugate-gradient steps on (A^H A + gamma I) x = A^H y + gamma x_hat.
 
 Example: python inference_multi-coil_SENSE.py --data 001 --mask_type uniform1d --acc_factor 8 --cg_iters 5
 """
+import cli
 import inference_common as ic
 from io_utils import InputKind
 from operators import SENSE, MultiCoilCartesian
@@ -19,9 +20,10 @@ def add_args(parser) -> None:
 
 def operator(ctx: ic.Context) -> SENSE:
     """SENSE operator with ESPIRiT maps from the measured calibration region."""
-    s = ctx.args
-    ctx.record.update(espirit_from_full=s.espirit_from_full, sampler="sense")
-    return SENSE(coil_maps(ctx, s.espirit_from_full), ctx.mask)
+    settings, _ = cli.resolve(ctx.args, ctx.config, coils=True)
+    ctx.record.update(espirit_from_full=ctx.args.espirit_from_full, complex_mode=settings.complex_mode,
+                      cg_iters=settings.cg_iters, gamma=settings.gamma)
+    return SENSE(coil_maps(ctx, ctx.args.espirit_from_full), ctx.mask)
 
 
 ALGORITHM = ic.Script(sampler="sense", kind="multi-coil/SENSE",
