@@ -99,8 +99,7 @@ def existing_key(root: Path, name: str) -> dict | None:
 
 
 def prepare(script: Script, argv: list[str] | None = None) -> Job:
-    """Parse and check the flags, load the config, set torch's thread count: the run's :class:`Job`."""
-    import batch
+    """Parse and check the flags, load the config and resolve the settings: the run's :class:`Job`."""
     parser = cli.build_parser(script.description)
     if script.extra_args is not None:
         script.extra_args(parser)
@@ -110,7 +109,6 @@ def prepare(script: Script, argv: list[str] | None = None) -> Job:
     config = load_config(args.config)
     extra = script.settings(args, config) if script.settings is not None else {}
     settings, opts = cli.resolve(args, config, coils=script.input.coils, **extra)
-    batch.configure_threads(args.threads)
     return Job(script=script, args=args, config=config, settings=settings, opts=opts)
 
 
@@ -125,8 +123,21 @@ def run(script: Script, argv: list[str] | None = None) -> dict:
 
     ``--slice all`` / ``a:b`` or a folder / glob in ``--data`` runs the volume driver (``batch.py``).
     """
+    import torch
+
+    import batch
     job = prepare(script, argv)
-    args = job.args
+    threads = torch.get_num_threads()
+    batch.configure_threads(job.args.threads)
+    try:
+        return _run(job)
+    finally:
+        torch.set_num_threads(threads)  # an in-process caller keeps its own thread count
+
+
+def _run(job: Job) -> dict:
+    """:func:`run` after the flags: one slice here, volumes and folders in ``batch.run_batch``."""
+    script, args = job.script, job.args
     spec = parse_slices(args.slice)
     files = list_inputs(args.data)
     if files is not None or isinstance(spec, slice):
@@ -196,7 +207,7 @@ def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> 
                                 callback=callback, inverse_scaler=utils.get_data_inverse_scaler(job.config))
     finally:
         bar.close()
-    ctx.record["run_key"] = run_key(job, problem.source, problem.name)
+    ctx.record.update(threads=torch.get_num_threads(), run_key=run_key(job, problem.source, problem.name))
     return _save(args, settings, opts, problem, kind, root, rec, ctx,
                  recon.to_image(x_zf, script.input.real_valued),
                  recon.to_image(image, script.input.real_valued) if problem.task == "retrospective" else None,

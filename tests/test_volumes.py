@@ -150,6 +150,18 @@ def test_default_threads_shares_idle_cores(monkeypatch):
     assert batch.default_threads({"LOCAL_WORLD_SIZE": "2"}) == 1
 
 
+def test_threads_flag_applies_to_the_run_only(tmp_path, tiny, capsys):
+    import torch
+    make_volume(tmp_path / "v.h5", 2, seed=0)
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    status, _, err = run_inproc(tiny, "--data", str(tmp_path / "v.h5"), "--slice", "0", "--threads", str(want),
+                                "--save_dir", str(tmp_path / "o"), "--quiet", capsys=capsys)
+    assert status == 0, err
+    assert json.loads((tmp_path / "o" / ROOT / "v_s0_metrics.json").read_text())["threads"] == want
+    assert torch.get_num_threads() == before, "an in-process caller keeps its thread count"
+
+
 # ---------------------------------------------------------------------------------------------- volumes
 
 def test_slice_all_writes_fastmri_volume_and_metrics(tmp_path, tiny, capsys):
@@ -243,10 +255,10 @@ def test_bad_batch_inputs_exit_2(tmp_path, tiny, capsys):
 
 
 def test_killed_run_resumes(tmp_path, tiny):
-    make_volume(tmp_path / "vol.h5", 4, seed=3)
+    make_volume(tmp_path / "vol.h5", 3, seed=3)
     out = tmp_path / "o"
     root = out / ROOT
-    cmd = [sys.executable, *cli_cmd(tiny, "--data", str(tmp_path / "vol.h5"), "--slice", "all", "--N", "40",
+    cmd = [sys.executable, *cli_cmd(tiny, "--data", str(tmp_path / "vol.h5"), "--slice", "all", "--N", "16",
                                     "--save_dir", str(out))]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -262,15 +274,15 @@ def test_killed_run_resumes(tmp_path, tiny):
         assert (root / "recon" / m.name.replace("_metrics.json", ".npy")).is_file()
     stamps = {m: m.stat().st_mtime_ns for m in done}
     proc = subprocess.run([sys.executable, *cli_cmd(tiny, "--data", str(tmp_path / "vol.h5"), "--slice", "all",
-                                                    "--N", "40", "--save_dir", str(out))],
+                                                    "--N", "16", "--save_dir", str(out))],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"{len(done)} done already" in proc.stderr
     assert {m: m.stat().st_mtime_ns for m in done} == stamps
-    assert len(list(root.glob("*_metrics.json"))) == 4 and not list(root.glob(".tmp-*"))
+    assert len(list(root.glob("*_metrics.json"))) == 3 and not list(root.glob(".tmp-*"))
     import h5py
     with h5py.File(root / "reconstructions" / "vol.h5", "r") as f:
-        assert f["reconstruction"].shape == (4, SIZE, SIZE)
+        assert f["reconstruction"].shape == (3, SIZE, SIZE)
 
 
 def test_torchrun_two_processes_split_the_slices(tmp_path, tiny):
