@@ -32,6 +32,7 @@ Faster, Chung et al. 2022) and runs N steps from t0 to eps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -268,7 +269,7 @@ def _timesteps(settings: SamplerSettings, device: torch.device) -> torch.Tensor:
     sigma_i = (s0^(1/rho) + i/(N-1) (s_eps^(1/rho) - s0^(1/rho)))^rho with rho = 7 between sigma(t0) and
     sigma(eps), mapped back to the VE time t = log(sigma / sigma_min) / log(sigma_max / sigma_min).
     """
-    t_start = 1.0 if _full(settings) else float(settings.t0)
+    t_start = _t_start(settings)
     if settings.grid != "edm":
         return torch.linspace(t_start, settings.eps, settings.N, device=device)
     rho = 7.0
@@ -281,11 +282,24 @@ def _timesteps(settings: SamplerSettings, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float32)
 
 
+def _t_start(settings: SamplerSettings) -> float:
+    """First time of the grid: t0 (T = 1 from noise), lowered for a predictor with ``max_sigma_ratio`` so
+    that none of its N - 1 steps shrinks sigma by more than that ratio (few steps start nearer the data)."""
+    t = 1.0 if _full(settings) else float(settings.t0)
+    pred = settings.predictor if isinstance(settings.predictor, type) else get_predictor(settings.predictor)
+    ratio = getattr(pred, "max_sigma_ratio", None)
+    if ratio is None or settings.faithful:
+        return t
+    span = (settings.N - 1) * math.log(ratio) / math.log(settings.sigma_max / settings.sigma_min)
+    return min(t, settings.eps + span)
+
+
 def _sigma_start(settings: SamplerSettings, sde) -> float:
-    """Noise level of the start: sigma_max, or sigma(t0) in the few-step mode."""
-    if _full(settings):
+    """Noise level of the start: sigma_max, or sigma(t0) in the few-step mode (or a capped start)."""
+    t = _t_start(settings)
+    if t >= 1.0:
         return sde.sigma_max
-    return float(sde.marginal_prob(torch.zeros(1), torch.tensor([float(settings.t0)]))[1])
+    return float(sde.marginal_prob(torch.zeros(1), torch.tensor([t]))[1])
 
 
 def _start_noise(shape: Sequence[int], g: torch.Generator, like: torch.Tensor, sigma: float,
