@@ -69,6 +69,15 @@ class Dist:
                 dist.init_process_group("gloo")  # small objects only: gloo on CPU whatever the compute device
                 self.owns_group = True
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.active:
+            return obj
+        import torch.distributed as dist
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather(self, obj) -> list:
         """Every rank's ``obj``, indexed by rank (also a barrier)."""
         if not self.active:
@@ -139,11 +148,20 @@ def _items(job, files: list[Path], spec) -> list[Item]:
 def run_batch(job, files: list[Path], spec) -> dict:
     """Reconstruct the selected slices of ``files`` (split over torchrun ranks), then assemble the volumes."""
     import inference_common as ic
-    items = _items(job, files, spec)
-    todo = [it for it in items if it.root is None]
     dist = Dist()
     quiet = job.args.quiet
     try:
+        # rank 0 alone decides what is done (another rank reading while rank 0 writes would split differently)
+        plan = None
+        if dist.rank == 0:
+            try:
+                plan = (None, _items(job, files, spec))
+            except UserError as e:
+                plan = (str(e), None)
+        error, items = dist.broadcast(plan)
+        if error:
+            raise UserError(error)
+        todo = [it for it in items if it.root is None]
         mine = todo[dist.rank::dist.world_size]
         if dist.active and job.opts.device.startswith("cuda"):
             job.opts = dataclasses.replace(job.opts, device=f"cuda:{dist.local_rank}")
@@ -151,23 +169,22 @@ def run_batch(job, files: list[Path], spec) -> dict:
         if dist.rank == 0:
             log(f"{len(items)} slices of {len(files)} file(s): {len(items) - len(todo)} done already, "
                 f"{len(todo)} to do" + (f" over {dist.world_size} processes" if dist.active else ""), quiet=quiet)
-        error, done = None, {}
-        if mine:
-            model = ic.load_model(job)
-            image_size = int(job.config.data.image_size)
+        done, where = {}, ""
+        try:  # a failing rank still reaches the gather below, so the others do not wait for it forever
+            model = ic.load_model(job) if mine else None
             for k, it in enumerate(mine, 1):
-                try:
-                    problem = read_problem(it.path, job.script.input, getattr(job.args, "task", None), it.index,
-                                           image_size)
-                    record = ic.reconstruct_problem(job, model, problem, tag=f"{prefix}[{k}/{len(mine)}] ")
-                except (UserError, FloatingPointError) as e:
-                    error = f"{it.path.name} slice {it.index}: {e}"
-                    break
+                where = f"{it.path.name} slice {it.index}: "
+                problem = read_problem(it.path, job.script.input, getattr(job.args, "task", None), it.index,
+                                       int(job.config.data.image_size))
+                ic.reconstruct_problem(job, model, problem, tag=f"{prefix}[{k}/{len(mine)}] ")
                 done[it.name] = str(ic.root_of(job, problem.task)[1])
+        except (UserError, FloatingPointError) as e:
+            error = (type(e).__name__, f"{where}{e}")
         gathered = dist.gather((error, done))
         errors = [e for e, _ in gathered if e]
-        if errors:
-            raise UserError(errors[0])
+        if errors:  # the first failing rank's error, on every rank (a NaN result keeps its own exit status)
+            kind, message = errors[0]
+            raise (FloatingPointError if kind == "FloatingPointError" else UserError)(message)
         for _, d in gathered:
             for it in items:
                 if it.name in d:
@@ -226,13 +243,13 @@ def _markdown(volumes: list[dict]) -> str:
     for v in volumes:
         lines.append(f"| {v['volume']} | {len(v['slices'])} | {v['target']} | {cell(v['zero_filled'], 'psnr', '.2f')} "
                      f"| {cell(v['zero_filled'], 'ssim', '.4f')} | {cell(v['recon'], 'psnr', '.2f')} "
-                     f"| {cell(v['recon'], 'ssim', '.4f')} | {cell(v['recon'], 'nmse', '.4f')} |")
+                     f"| {cell(v['recon'], 'ssim', '.4f')} | {cell(v['recon'], 'nmse', '.4g')} |")
     scored = [v for v in volumes if v["recon"] is not None]
     if scored:
         mean = {k: float(np.mean([v["recon"][k] for v in scored])) for k in ("psnr", "ssim", "nmse")}
         zf = {k: float(np.mean([v["zero_filled"][k] for v in scored])) for k in ("psnr", "ssim")}
         lines.append(f"| **mean** ({len(scored)}) | | | {zf['psnr']:.2f} | {zf['ssim']:.4f} | {mean['psnr']:.2f} "
-                     f"| {mean['ssim']:.4f} | {mean['nmse']:.4f} |")
+                     f"| {mean['ssim']:.4f} | {mean['nmse']:.4g} |")
     return "\n".join(lines) + "\n"
 
 

@@ -301,6 +301,12 @@ def test_torchrun_two_processes_split_the_slices(tmp_path, tiny):
     summary = json.loads((root / "summary.json").read_text())
     assert [v["slices"] for v in summary["volumes"]] == [[0, 1], [0, 1]]
     assert proc.stdout.count("volume(s)") == 1, "rank 0 alone assembles"
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    refused = subprocess.run([*cmd, "--seed", "5"], env=ENV, capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)  # other settings: every rank stops with rank 0's one-line error
+    assert refused.returncode != 0 and refused.stderr.count("--overwrite") == 2, refused.stderr[-3000:]
+    assert "terminate called" not in refused.stderr
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
     # the same slices in one process give the same images (each slice has its own seeded generator)
     single = subprocess.run([sys.executable, *cli_cmd(tiny, "--data", str(data / "a.h5"), "--slice", "1", "--N", "2",
                                                       "--save_dir", str(tmp_path / "single"), "--quiet")],
