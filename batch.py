@@ -234,22 +234,27 @@ def assemble_volume(path: Path, root: Path, indices: list[int]) -> dict:
     return record
 
 
+def _mean(volumes: list[dict], which: str, keys: tuple[str, ...] = ("psnr", "ssim", "nmse")) -> dict | None:
+    """Mean of the volume metrics ``which`` ('recon' or 'zero_filled') over the scored volumes."""
+    scored = [v[which] for v in volumes if v[which] is not None]
+    return {k: float(np.mean([m[k] for m in scored])) for k in keys} if scored else None
+
+
 def _markdown(volumes: list[dict]) -> str:
     """The summary table (fastMRI volume metrics; '-' without a target)."""
     def cell(m: dict | None, key: str, fmt: str) -> str:
         return "-" if m is None else format(m[key], fmt)
 
-    lines = ["| volume | slices | target | ZF PSNR | ZF SSIM | PSNR (dB) | SSIM | NMSE |", "|---|---|---|---|---|---|---|---|"]
-    for v in volumes:
-        lines.append(f"| {v['volume']} | {len(v['slices'])} | {v['target']} | {cell(v['zero_filled'], 'psnr', '.2f')} "
-                     f"| {cell(v['zero_filled'], 'ssim', '.4f')} | {cell(v['recon'], 'psnr', '.2f')} "
-                     f"| {cell(v['recon'], 'ssim', '.4f')} | {cell(v['recon'], 'nmse', '.4g')} |")
-    scored = [v for v in volumes if v["recon"] is not None]
-    if scored:
-        mean = {k: float(np.mean([v["recon"][k] for v in scored])) for k in ("psnr", "ssim", "nmse")}
-        zf = {k: float(np.mean([v["zero_filled"][k] for v in scored])) for k in ("psnr", "ssim")}
-        lines.append(f"| **mean** ({len(scored)}) | | | {zf['psnr']:.2f} | {zf['ssim']:.4f} | {mean['psnr']:.2f} "
-                     f"| {mean['ssim']:.4f} | {mean['nmse']:.4g} |")
+    def row(first: str, slices: str, target: str, zf: dict | None, rec: dict | None) -> str:
+        return (f"| {first} | {slices} | {target} | {cell(zf, 'psnr', '.2f')} | {cell(zf, 'ssim', '.4f')} "
+                f"| {cell(rec, 'psnr', '.2f')} | {cell(rec, 'ssim', '.4f')} | {cell(rec, 'nmse', '.4g')} |")
+
+    lines = ["| volume | slices | target | ZF PSNR (dB) | ZF SSIM | PSNR (dB) | SSIM | NMSE |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [row(v["volume"], str(len(v["slices"])), v["target"], v["zero_filled"], v["recon"]) for v in volumes]
+    n = sum(v["recon"] is not None for v in volumes)
+    if n:
+        lines.append(row(f"**mean** ({n})", "", "", _mean(volumes, "zero_filled"), _mean(volumes, "recon")))
     return "\n".join(lines) + "\n"
 
 
@@ -263,11 +268,12 @@ def _assemble_all(job, files: list[Path], items: list[Item]) -> dict:
         by_root.setdefault(root, []).append(assemble_volume(path, root, [it.index for it in mine]))
     settings = {k: v for k, v in ic.run_key(job, files[0], "").items() if k not in ("input", "name")}
     for root, volumes in by_root.items():
-        scored = [v for v in volumes if v["recon"] is not None]
-        mean = {k: float(np.mean([v["recon"][k] for v in scored])) for k in ("psnr", "ssim", "nmse")} if scored else None
-        summary = {"volumes": volumes, "mean": mean, "settings": settings}
+        mean = _mean(volumes, "recon")
+        summary = {"volumes": volumes, "mean": mean, "mean_zero_filled": _mean(volumes, "zero_filled"),
+                   "settings": settings}
         outputs.write_atomic(root / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
         outputs.write_atomic(root / "summary.md", _markdown(volumes))
-        text = f"{mean['psnr']:.2f} dB / {mean['ssim']:.4f} SSIM (mean over {len(scored)})" if mean else "no target"
+        n = sum(v["recon"] is not None for v in volumes)
+        text = f"{mean['psnr']:.2f} dB / {mean['ssim']:.4f} SSIM (mean over {n})" if mean else "no target"
         print(f"{len(volumes)} volume(s): {text} -> {root / 'reconstructions'}", flush=True)
     return {"volumes": [v for vs in by_root.values() for v in vs]}

@@ -87,7 +87,7 @@ def _result_files(root: Path, name: str) -> list[Path]:
     pats = [f"{sub}/{name}.npy" for sub in ("input", "label", "recon")] + \
            [f"{sub}/{name}.png" for sub in ("input", "label", "recon")] + \
            [f"input/{name}_mask.npy", f"recon/{name}_std.npy", f"recon/{name}_std.png",
-            f"recon_progress/{name}_*.png", f"{name}_metrics.json", f"{name}_figure.png"]
+            f"recon_progress/{name}_[0-9][0-9][0-9][0-9].png", f"{name}_metrics.json", f"{name}_figure.png"]
     return [p for pat in pats for p in root.glob(pat) if p.is_file()]
 
 
