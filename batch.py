@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import outputs
+from fastmri_utils import center_crop
 from io_utils import UserError, h5_slice_count, read_problem, slice_indices
 from progress import log
 
@@ -228,9 +229,11 @@ def assemble_volume(path: Path, root: Path, indices: list[int]) -> dict:
                                       "target": source})
     record = {"volume": path.stem, "file": str(out), "input": str(path.resolve()), "slices": indices,
               "shape": list(recon.shape), "target": source, "recon": None, "zero_filled": None}
-    if target is not None:
-        record["recon"] = metrics.evaluate(target.astype(np.float64), recon.astype(np.float64))
-        record["zero_filled"] = metrics.evaluate(target.astype(np.float64), zf.astype(np.float64))
+    if target is not None:  # evaluate.py first crops target and reconstruction to a centred W x W square
+        square = (target.shape[-1], target.shape[-1])
+        gt = center_crop(target, square).astype(np.float64)
+        record["recon"] = metrics.evaluate(gt, center_crop(recon, square).astype(np.float64))
+        record["zero_filled"] = metrics.evaluate(gt, center_crop(zf, square).astype(np.float64))
     return record
 
 

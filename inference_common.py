@@ -4,11 +4,13 @@ A script only says what is different about its algorithm (sampler name, input ki
 convention, extra flags, how to build its operator); flags live in ``cli.py``, input reading in
 ``io_utils.py``, the reconstruction in ``recon.py`` and result writing in ``outputs.py``. Bad input raises
 :class:`UserError`, which :func:`main` reports as one line on stderr with exit status 2, before any result
-file is written.
+file is written. One slice runs through :func:`reconstruct_problem`; ``--slice all`` / ``a:b`` and folders of
+``.h5`` files run the same function in a loop (``batch.py``: volumes, resume, torchrun).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,12 +85,11 @@ def run_key(job: Job, path: Path, name: str) -> dict:
     key = {k: v for k, v in sorted(vars(job.args).items()) if k not in _NOT_IN_KEY}
     key.update(sampler=job.script.sampler, input=str(Path(path).resolve()), name=name,
                config=str(Path(job.args.config).resolve()), ckpt=str(Path(job.args.ckpt).resolve()))
-    return key
+    return json.loads(json.dumps(key, default=str))  # as it reads back from the JSON (tuples -> lists, ...)
 
 
 def existing_key(root: Path, name: str) -> dict | None:
     """The run key of a complete result ``name`` under ``root`` ({} for one without a key), else None."""
-    import json
     path = root / f"{name}_metrics.json"
     if not path.is_file():
         return None

@@ -180,6 +180,33 @@ def test_progress_lines_off_a_terminal():
     assert quiet.getvalue() == ""
 
 
+def test_assemble_volume_scores_like_fastmri_evaluate(tmp_path):
+    """Non-square slices: target and reconstruction are centre-cropped to W x W, then scored as a volume."""
+    import h5py
+
+    import batch
+    import metrics
+    rng = np.random.RandomState(0)
+    target = rng.rand(3, 40, 24).astype(np.float32) * 7
+    root = tmp_path / "r"
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["kspace"] = np.zeros((3, 40, 24), np.complex64)
+        f["reconstruction_rss"] = target
+    recon = target + rng.randn(3, 40, 24).astype(np.float32)
+    for sub, arr in (("recon", -recon), ("input", target * 0.5)):  # a real-valued recon may be negative
+        (root / sub).mkdir(parents=True)
+        for i in (1, 2):
+            np.save(root / sub / f"f_s{i}.npy", arr[i])
+    record = batch.assemble_volume(tmp_path / "f.h5", root, [1, 2])
+    assert record["target"] == "reconstruction_rss" and record["slices"] == [1, 2]
+    with h5py.File(root / "reconstructions" / "f.h5", "r") as f:
+        np.testing.assert_array_equal(f["reconstruction"][()], np.abs(recon[1:3]))
+    gt, pred = target[1:3, 8:32], np.abs(recon[1:3, 8:32])
+    assert record["recon"]["psnr"] == pytest.approx(psnr_fastmri(gt, pred), rel=1e-6)
+    assert record["recon"] == pytest.approx(metrics.evaluate(gt.astype(np.float64), pred.astype(np.float64)))
+    assert record["zero_filled"]["nmse"] == pytest.approx(0.25, rel=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- volumes
 
 def test_slice_all_writes_fastmri_volume_and_metrics(tmp_path, tiny, capsys):
