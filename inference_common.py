@@ -56,6 +56,19 @@ class Script:
     operator: Callable[[Context], Any] | None = None                   # default: cartesian(mask)
 
 
+def check_problem(job: "Job", problem: Problem) -> None:
+    """Refuse (UserError) an image size the model cannot take or whose network call would not fit in memory."""
+    _check_size(job.config, problem.image.shape[-2:])
+    if not job.args.skip_memory_check:
+        import recon
+        script, settings = job.script, job.settings
+        coils = problem.image.shape[0] if script.input.coils else 1
+        parts = 1 if script.sampler == "real" or settings.complex_mode == "phase" else 2
+        per_call = coils * parts if script.sampler in ("ssos", "hybrid") else parts
+        recon.check_memory(job.config, problem.image.shape[-2:], min(per_call, settings.max_batch or per_call),
+                           job.opts.device)
+
+
 def _check_size(config, shape: tuple[int, int]) -> None:
     """The model runs at sizes divisible by 2**(levels - 1)."""
     levels = len(config.model.ch_mult)
@@ -154,7 +167,7 @@ def _run(job: Job) -> dict:
         problem.image = utils.normalize_complex_original(torch.from_numpy(problem.image)).numpy()
     _, root = root_of(job, problem.task)
     outputs.check_save_dir(root)
-    _check_size(job.config, problem.image.shape[-2:])
+    check_problem(job, problem)
     old = existing_key(root, problem.name)
     if old is not None and old != run_key(job, path, problem.name) and not args.overwrite and not args.quiet:
         sys.stderr.write(f"note: replacing the result {problem.name} in {root} (written with other settings)\n")
@@ -176,7 +189,7 @@ def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> 
     import utils
     script, args, settings, opts = job.script, job.args, job.settings, job.opts
     kind, root = root_of(job, problem.task)
-    _check_size(job.config, problem.image.shape[-2:])
+    check_problem(job, problem)
     device = next(model.parameters()).device
     image = torch.from_numpy(problem.image)[None].to(device)                   # [1, C, H, W]
     if problem.mask is None:
