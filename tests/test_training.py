@@ -278,10 +278,10 @@ def test_failed_resume_lists_numbered_checkpoints(tmp_path):
     """An unreadable snapshot: the error names the numbered checkpoints, and resuming from one of them works."""
     data = make_slices(tmp_path / "data")
     workdir = tmp_path / "r"
-    run_lib.train(tiny_config(data, **{"training.n_iters": 4, "training.snapshot_freq": 2}), workdir)
+    run_lib.train(tiny_config(data, **{"training.n_iters": 2, "training.snapshot_freq": 1}), workdir)
     meta = workdir / "checkpoints-meta" / "checkpoint.pth"
     meta.write_bytes(b"not a checkpoint")
-    config = tiny_config(data, **{"training.n_iters": 5, "training.snapshot_freq": 2})
+    config = tiny_config(data, **{"training.n_iters": 3, "training.snapshot_freq": 1})
     with pytest.raises(run_lib.UserError) as info:
         run_lib.train(config, workdir)
     message = str(info.value)
@@ -289,8 +289,8 @@ def test_failed_resume_lists_numbered_checkpoints(tmp_path):
     assert "checkpoints/checkpoint_1.pth, checkpoints/checkpoint_2.pth" in message
     (workdir / "checkpoints" / "checkpoint_1.pth").replace(meta)     # fall back as the message says
     (workdir / "checkpoints" / "checkpoint_2.pth").unlink()
-    assert run_lib.train(config, workdir)["step"] == 5
-    assert f"resumed from {meta} at step 2" in (workdir / "stdout.txt").read_text()
+    assert run_lib.train(config, workdir)["step"] == 3
+    assert f"resumed from {meta} at step 1" in (workdir / "stdout.txt").read_text()
     meta.write_bytes(b"")
     for p in (workdir / "checkpoints").glob("*.pth"):
         p.unlink()

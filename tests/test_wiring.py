@@ -21,6 +21,8 @@ import sde_lib
 import utils
 
 REPO = Path(__file__).resolve().parents[1]
+# these tests run 1-8 steps on purpose; the few-step divergence warning is not what they are about
+pytestmark = pytest.mark.filterwarnings("ignore:.* steps can diverge:UserWarning")
 
 
 # ---------------------------------------------------------------------------------------------- NumPy model
