@@ -169,8 +169,11 @@ def _run(job: Job) -> dict:
     outputs.check_save_dir(root)
     check_problem(job, problem)
     old = existing_key(root, problem.name)
-    if old is not None and old != run_key(job, path, problem.name) and not args.overwrite and not args.quiet:
-        sys.stderr.write(f"note: replacing the result {problem.name} in {root} (written with other settings)\n")
+    if old is not None and old != run_key(job, path, problem.name) and not args.overwrite:
+        changed = sorted(k for k in set(old) | set(run_key(job, path, problem.name))
+                         if old.get(k) != run_key(job, path, problem.name).get(k))
+        raise UserError(f"{root} already holds a result {problem.name} written with other settings "
+                        f"({', '.join(changed[:4])}): add --overwrite to replace it, or choose another --save_dir")
     return reconstruct_problem(job, load_model(job), problem)
 
 

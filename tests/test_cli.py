@@ -370,11 +370,12 @@ def test_hybrid_sens_cache_keyed_by_input(tmp_path, tiny, capsys):
     sens_path = tmp_path / "o" / "multi-coil" / "hybrid" / "sens" / f"{name}.npy"
     sens = np.load(sens_path)
     np.save(sens_path, sens * 0 + 1)                                 # a cache hit keeps the cached maps
-    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--center_fraction", "0.5", capsys=capsys)
+    status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--center_fraction", "0.5",
+                                "--overwrite", capsys=capsys)       # other settings (m_steps): --overwrite
     assert status == 0, err
     np.testing.assert_array_equal(np.load(sens_path), 1)
     status, _, err = run_inproc("hybrid", tiny, "--data", str(data), "--save_dir", save, "--center_fraction", "0.5", "--espirit_from_full",
-                                capsys=capsys)                      # another calibration: recomputed
+                                "--overwrite", capsys=capsys)       # another calibration: recomputed
     assert status == 0, err
     assert not np.allclose(np.load(sens_path), 1)
 
@@ -499,7 +500,7 @@ def test_result_set_is_replaced_whole_and_dead_scratch_removed(tmp_path, tiny, c
     dead = root / ".tmp-old-999999999"
     dead.mkdir()
     (dead / "x.npy").write_bytes(b"partial")
-    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), capsys=capsys)[0] == 0
+    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), "--overwrite", capsys=capsys)[0] == 0
     assert not (root / "recon" / f"{name}_std.npy").exists(), "an old _std beside a new K=1 recon"
     assert not stale.exists() and not dead.exists()
 
@@ -532,3 +533,18 @@ def test_multi_coil_results_are_saved_in_the_input_units(tmp_path, tiny, capsys)
     np.testing.assert_allclose(label, np.sqrt(np.sum(np.abs(img) ** 2, axis=0)), rtol=1e-5)
     zf = np.load(out / KINDS["SSOS"] / "input" / "big.npy")      # RSS of the zero-filled coil images
     assert 0.3 * label.max() < zf.max() < 1.5 * label.max()
+
+
+def test_result_of_the_same_name_with_other_settings_is_refused_unless_overwrite(tmp_path, tiny, capsys):
+    data, name, _ = make_input(tmp_path, "real", "npy")
+    out = tmp_path / "o"
+    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), capsys=capsys)[0] == 0
+    before = {p: (out / p).read_bytes() for p in _files(out)}
+    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), capsys=capsys)[0] == 0  # same: ok
+    status, _, err = run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), "--snr", "0.3",
+                                capsys=capsys)
+    assert status == 2 and "--overwrite" in err and "snr" in err and len(err.strip().splitlines()) == 1
+    assert {p: (out / p).read_bytes() for p in _files(out)}.keys() == before.keys()
+    assert run_inproc("real", tiny, "--data", str(data), "--save_dir", str(out), "--snr", "0.3", "--overwrite",
+                      capsys=capsys)[0] == 0
+    assert json.loads((out / KINDS["real"] / f"{name}_metrics.json").read_text())["snr"] == 0.3
