@@ -5,8 +5,14 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# One intra-op thread for the tests and the scripts they start: the tiny models are far slower with two
+# threads on a loaded 2-core machine (thread oversubscription), and results do not depend on it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
