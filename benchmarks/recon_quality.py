@@ -9,9 +9,10 @@ on magnitude images (``metrics.py``); multi-coil ground truth = root-sum-of-squa
 
 The classical lambdas are tuned once, on ONE image (samples/real/retrospective/001, gaussian1d x4,
 as single-coil data and as simulated 8-coil data), by a small grid search that is recorded in the
-results; they are then fixed for every case. score-MRI runs through the command-line scripts' own
-``inference_common.run`` (embedded config + weights by default) at each ``--N``, plus the few-step
-mode for each ``--t0``; it is skipped with a message when the weights are missing.
+results; they are then fixed for every case. score-MRI runs in-process through ``recon.reconstruct``
+with each script's own flags, settings and operator (embedded config + weights by default, loaded once)
+at each ``--N``, plus the few-step mode for each ``--t0``; it is skipped with a message when the weights
+are missing.
 
     python benchmarks/recon_quality.py --quick            # reduced grid (~10 min on a 2-core CPU)
     python benchmarks/recon_quality.py --N 20 50 100 --t0 0.3
@@ -195,10 +196,21 @@ def model_status(config: Path, ckpt: Path) -> str | None:
     return None
 
 
+_MODELS: dict[tuple[str, str, str], Any] = {}  # (config, ckpt, device) -> model, loaded once per process
+
+
 def run_model(case: Case, script: str, spec: str, mask: np.ndarray, N: int, t0: float | None,
               args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """One score-MRI reconstruction through the scripts' ``inference_common.run``; metrics on magnitude."""
+    """One score-MRI reconstruction in-process: the script's settings and operator, ``recon.reconstruct``.
+
+    Flags resolve exactly as on the script's command line (``inference_common.prepare``); the measured
+    k-space uses the baselines' mask itself. Metrics on magnitude images.
+    """
+    import torch
+
     import inference_common as ic
+    import recon
+    import utils
 
     mask_type, acc = spec.split(":")
     argv = ["--data", str(case.path), "--mask_type", mask_type, "--acc_factor", acc,
@@ -210,17 +222,28 @@ def run_model(case: Case, script: str, spec: str, mask: np.ndarray, N: int, t0: 
     if t0 is not None:
         argv += ["--t0", str(t0)]
     alg = _load_algorithm(script)
-    with contextlib.redirect_stdout(io.StringIO()):
-        record = ic.run(alg, argv)
-    kind = record["kind"]
-    root = workdir / kind
-    recon = np.load(root / "recon" / f"{record['name']}.npy")
-    used = np.load(root / "input" / f"{record['name']}_mask.npy")
-    if not np.array_equal(used, mask):
-        raise RuntimeError(f"{case.name}: the script drew a different mask than the baselines")
-    label = np.load(root / "label" / f"{record['name']}.npy")
-    return {"metrics": evaluate(np.abs(label), recon), "seconds": record["seconds"],
-            "network_calls": record["network_calls"]}
+    job = ic.prepare(alg, argv)
+    task = getattr(job.args, "task", None)
+    path = ic.resolve_data(job.args.data, alg.input, task, REPO)
+    problem = ic.read_problem(path, alg.input, task, None, int(job.config.data.image_size))
+    key = (str(args.config), str(args.ckpt), str(job.opts.device))
+    if key not in _MODELS:
+        _MODELS[key] = recon.load_model(job.config, job.args.ckpt, job.opts.device)
+    model = _MODELS[key]
+    device = next(model.parameters()).device
+    image = torch.from_numpy(problem.image)[None].to(device)                              # [1, C, H, W]
+    mask_t = torch.from_numpy(mask).to(device).expand(image.shape).contiguous()
+    cart = alg.cartesian(mask_t)
+    y = cart.A(image.to(torch.complex64))
+    _, root = ic.root_of(job, problem.task)
+    ctx = ic.Context(args=job.args, config=job.config, problem=problem, root=root, mask=mask_t, y=y)
+    op = alg.operator(ctx) if alg.operator is not None else cart
+    rec = recon.reconstruct(model, alg.sampler, op, y, job.settings, num_samples=job.opts.num_samples,
+                            generator=torch.Generator(device=device).manual_seed(job.opts.seed),
+                            inverse_scaler=utils.get_data_inverse_scaler(job.config))
+    label = recon.to_image(image, alg.input.real_valued)
+    return {"metrics": evaluate(np.abs(label), np.abs(rec.image)), "seconds": round(rec.seconds, 3),
+            "network_calls": rec.network_calls}
 
 
 # ----------------------------------------------------------------------------- report
