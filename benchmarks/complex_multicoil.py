@@ -203,13 +203,14 @@ def main(argv: list[str] | None = None) -> None:
                                     n_steps=int(s.n_steps_each), m_steps=max(1, int(s.m_steps) * N // int(s.N)))
     model = recon.load_model(config, CKPT, "cpu")
     ms = _make_samples()
-    wanted = None if args.cases is None else set(args.cases.split(","))
+    by_name = {c.name: c for c in CASES}
+    if args.cases is not None and not set(args.cases.split(",")) <= set(by_name):
+        p.error(f"unknown case in --cases (known: {', '.join(by_name)})")
+    cases = CASES if args.cases is None else [by_name[n] for n in args.cases.split(",")]  # in the given order
     methods = set(args.methods.split(","))
     rows: list[dict] = []
     name = "complex_multicoil" + args.suffix
-    for case in CASES:
-        if wanted is not None and case.name not in wanted:
-            continue
+    for case in cases:
         size = 128 if args.quick else case.size
         rows += run_case(case, model, base, size, ms, methods)
         summ = summary(rows)
