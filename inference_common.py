@@ -262,8 +262,15 @@ def _save(args, settings, opts, problem: Problem, kind: str, root: Path, rec, ct
     return record
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one line ``warning: <message>`` (no source line) on stderr."""
+    (file or sys.stderr).write(f"warning: {str(message).splitlines()[0]}\n")
+
+
 def main(script: Script, argv: list[str] | None = None) -> None:
     """Entry point of a script: bad input -> one line on stderr and exit status 2, no result files."""
+    import warnings
+    warnings.showwarning = _one_line_warning
     try:
         run(script, argv)
     except UserError as e:
