@@ -96,7 +96,7 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--cg_iters", type=int, default=None,
                    help="conjugate-gradient iterations of the SENSE data consistency (default: config, else 5)")
     p.add_argument("--gamma", type=finite_float, default=None,
-                   help="SENSE data consistency: weight of the prior's estimate (default: config, else 1.0)")
+                   help="SENSE data consistency: weight of the prior's estimate (default: config, else 0.1)")
     p.add_argument("--complex_mode", choices=("ri", "phase"), default=None,
                    help="complex data: 'ri' real/imaginary parts through the prior (the paper), 'phase' the "
                         "phase-demodulated image (default: config.sampling.complex_mode, else ri)")
@@ -207,7 +207,7 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
             faithful=bool(args.faithful), eta=float(_setting(args, config, "eta", "eta", 0.0)),
             grid=str(_setting(args, config, "grid", "grid", "ve")),
             cg_iters=int(_setting(args, config, "cg_iters", "cg_iters", 5)),
-            gamma=float(_setting(args, config, "gamma", "gamma", 1.0)),
+            gamma=float(_setting(args, config, "gamma", "gamma", 0.1)),
             complex_mode=str(_setting(args, config, "complex_mode", "complex_mode", "ri")), **extra)
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -84,7 +84,7 @@ class SamplerSettings:
     eta: float = 0.0                           # decomposed sampler: re-noising stochasticity (0 deterministic)
     grid: str = "ve"                           # time grid: 've' (linspace in t) or 'edm' (Karras rho = 7)
     cg_iters: int = 5                          # conjugate-gradient iterations of SENSE data consistency
-    gamma: float = 1.0                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
+    gamma: float = 0.1                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
     complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts) or 'phase' (demodulated)
 
     def __post_init__(self):

@@ -31,11 +31,17 @@ __all__ = ["SenseCG", "sample_sense", "sample_complex", "sample_ssos", "sample_h
 
 
 class SenseCG(LinearOperator):
-    """A SENSE operator whose data consistency ``project`` is the regularised CG solve (one image state)."""
+    """A SENSE operator whose data consistency ``project`` is the regularised CG solve (one image state).
+
+    Outside the coil maps' support (ESPIRiT crops its maps to zero there) A sees nothing, so neither the
+    data nor CG constrain the image; the projection sets it to zero there, as a SENSE reconstruction does.
+    """
 
     def __init__(self, op: SENSE, gamma: float, n_iter: int):
         self.op, self.gamma, self.n_iter = op, float(gamma), int(n_iter)
         self.mask = op.mask
+        energy = torch.sum(torch.abs(op.sens) ** 2, dim=1, keepdim=True)          # [B, 1, H, W]
+        self.support = (energy > 1e-3 * energy.max()).to(energy.dtype)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """mask * fft2c(S_c x)."""
@@ -46,8 +52,8 @@ class SenseCG(LinearOperator):
         return self.op.A_H(y)
 
     def project(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat, started at x_hat."""
-        return self.op.solve(x_hat, y, self.gamma, self.n_iter)
+        """``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat, started at x_hat; 0 off the support."""
+        return self.op.solve(x_hat, y, self.gamma, self.n_iter) * self.support
 
     def restrict(self, sl: slice) -> "SenseCG":
         """The state is one image: every coil slice is the whole operator."""

@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     s = config.sampling
     N = args.N or (20 if args.quick else int(s.N))
     base = sampling.SamplerSettings(N=N, predictor=s.predictor, corrector=s.corrector, snr=float(s.snr),
-                                    n_steps=int(s.n_steps_each), m_steps=max(1, int(s.m_steps) * N // int(s.N)))
+                                    n_steps=int(s.n_steps_each), m_steps=max(1, int(s.m_steps) * N // int(s.N)),
+                                    eta=float(s.get("eta", 0.0)), grid=str(s.get("grid", "ve")),
+                                    cg_iters=int(s.get("cg_iters", 5)), gamma=float(s.get("gamma", 0.1)))
     model = recon.load_model(config, CKPT, "cpu")
     ms = _make_samples()
     by_name = {c.name: c for c in CASES}

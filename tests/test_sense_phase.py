@@ -136,5 +136,5 @@ def test_sense_script_end_to_end(tmp_path, tiny, capsys, monkeypatch, mode="phas
     assert recon.shape == (SIZE, SIZE) and np.isfinite(recon).all()
     assert np.load(root / "sens" / "case.npy").shape == (4, SIZE, SIZE)
     rec = json.loads((root / "case_metrics.json").read_text())
-    assert rec["complex_mode"] == mode and rec["cg_iters"] == 5 and rec["gamma"] == 1.0
+    assert rec["complex_mode"] == mode and rec["cg_iters"] == 5 and rec["gamma"] == 0.1
     assert rec["network_calls"] == 4 and np.isfinite(rec["recon"]["psnr"])  # N = 2, corrector + predictor

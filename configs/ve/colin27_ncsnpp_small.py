@@ -71,4 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.fast = False               # start at t = 1; --t0 < 1 starts from the noised zero-filled image
     sampling.t0 = 0.5
     sampling.m_steps = 5                # hybrid: SENSE step every 5 of the 20 iterations
+    sampling.cg_iters = 5               # SENSE sampler: CG iterations of the data consistency
+    sampling.gamma = 0.1                # SENSE sampler: weight of the prior's estimate in the CG system
+    sampling.complex_mode = 'ri'        # complex data: real/imaginary parts (the paper); 'phase' measured worse
     return config
