@@ -138,3 +138,14 @@ def test_sense_script_end_to_end(tmp_path, tiny, capsys, monkeypatch, mode="phas
     rec = json.loads((root / "case_metrics.json").read_text())
     assert rec["complex_mode"] == mode and rec["cg_iters"] == 5 and rec["gamma"] == 0.1
     assert rec["network_calls"] == 4 and np.isfinite(rec["recon"]["psnr"])  # N = 2, corrector + predictor
+
+
+@pytest.mark.parametrize("mode", ["ri", "phase"])
+def test_sense_image_is_zero_outside_the_coil_maps_support(mode):
+    model, op, y, _ = sense_problem(4)
+    support = torch.ones(1, 1, SIZE, SIZE)
+    support[..., :, :3] = 0                                          # maps cropped to zero at the left edge
+    op = SENSE(op.sens * support, op.mask)
+    s = sampling.SamplerSettings(N=3, complex_mode=mode)
+    res = sampling.get_sampler("sense")(model, op, op.A(op.A_H(y)), s, generator=torch.Generator().manual_seed(0))
+    assert torch.all(res.x[..., :, :3] == 0) and torch.any(res.x[..., :, 3:] != 0)
