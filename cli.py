@@ -97,9 +97,10 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
                    help="conjugate-gradient iterations of the SENSE data consistency (default: config, else 5)")
     p.add_argument("--gamma", type=finite_float, default=None,
                    help="SENSE data consistency: weight of the prior's estimate (default: config, else 0.1)")
-    p.add_argument("--complex_mode", choices=("ri", "phase"), default=None,
-                   help="complex data: 'ri' real/imaginary parts through the prior (the paper), 'phase' the "
-                        "phase-demodulated image (default: config.sampling.complex_mode, else ri)")
+    p.add_argument("--complex_mode", choices=("ri", "phase", "phase_ri"), default=None,
+                   help="complex data: 'ri' real/imaginary parts through the prior (the paper); 'phase' the real "
+                        "part of the phase-demodulated image (phase from the measured centre); 'phase_ri' both "
+                        "parts of the demodulated image (default: config.sampling.complex_mode, else ri)")
     p.add_argument("--num_samples", type=int, default=1,
                    help="K posterior samples; K > 1 saves their mean as recon and their std")
     p.add_argument("--faithful", action="store_true",

@@ -63,7 +63,7 @@ def check_problem(job: "Job", problem: Problem) -> None:
         import recon
         script, settings = job.script, job.settings
         coils = problem.image.shape[0] if script.input.coils else 1
-        parts = 1 if script.sampler == "real" or settings.complex_mode == "phase" else 2
+        parts = 1 if script.sampler == "real" or settings.complex_mode == "phase" else 2  # phase: real state
         per_call = coils * parts if script.sampler in ("ssos", "hybrid") else parts
         recon.check_memory(job.config, problem.image.shape[-2:], min(per_call, settings.max_batch or per_call),
                            job.opts.device)

@@ -45,7 +45,7 @@ class SamplerSettings:
     grid: str = "ve"                           # time grid: 've' (linspace in t) or 'edm' (Karras rho = 7)
     cg_iters: int = 5                          # conjugate-gradient iterations of SENSE data consistency
     gamma: float = 0.1                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
-    complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts) or 'phase' (demodulated)
+    complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts), 'phase' or 'phase_ri'
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -65,8 +65,8 @@ class SamplerSettings:
             raise ValueError(f"grid must be 've' or 'edm', got {self.grid!r}")
         if int(self.cg_iters) < 0 or not float(self.gamma) >= 0:
             raise ValueError(f"cg_iters must be >= 0 and gamma >= 0, got {self.cg_iters}, {self.gamma}")
-        if self.complex_mode not in ("ri", "phase"):
-            raise ValueError(f"complex_mode must be 'ri' or 'phase', got {self.complex_mode!r}")
+        if self.complex_mode not in ("ri", "phase", "phase_ri"):
+            raise ValueError(f"complex_mode must be 'ri', 'phase' or 'phase_ri', got {self.complex_mode!r}")
         if self.t0 is not None and not self.eps < float(self.t0) <= 1.0:
             raise ValueError(f"t0 must lie in (eps, T] = ({self.eps}, 1.0], got {self.t0}")
 

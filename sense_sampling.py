@@ -11,6 +11,9 @@
   phi)), phi estimated from the measured k-space centre only (``phase.estimate_phase``). The real-valued prior
   sees real, non-negative anatomy; after every data consistency step m <- Re(P(m exp(i phi)) exp(-i phi))
   (the imaginary residual is dropped); the returned image is P(m exp(i phi)), consistent with the data.
+  ``'phase_ri'``: the same demodulation, but the state keeps the imaginary residual m = x exp(-i phi) and
+  both its parts go through the prior (the residual is small and anatomy-free, so the prior drives it
+  towards zero instead of dropping it; robust where the low-resolution phase misses sharp phase changes).
   ``'ri'`` keeps the paper's real/imaginary parts (``sampling.sample_complex`` etc.).
 
 Importing :mod:`sampling` registers these samplers in ``sampling.SAMPLERS``.
@@ -92,7 +95,8 @@ class StateAlgorithm(Algorithm):
             if i % settings.m_steps != 0:
                 return x, x_mean
             xa, xb = base(i, modulate(x, phi), modulate(x_mean, phi))
-            return demodulate(xa, phi).real, demodulate(xb, phi).real
+            xa, xb = demodulate(xa, phi), demodulate(xb, phi)
+            return (xa.real, xb.real) if self.real_valued else (xa, xb)
 
         return step
 
@@ -102,6 +106,17 @@ SENSE_PHASE = StateAlgorithm("sense-phase", order="CP", real_valued=True, coil_i
 COMPLEX_PHASE = StateAlgorithm("complex-phase", order="CP", real_valued=True, coil_images=False)
 SSOS_PHASE = StateAlgorithm("ssos-phase", order="PC", real_valued=True, coil_images=True)
 HYBRID_PHASE = StateAlgorithm("hybrid-phase", order="PC", real_valued=True, coil_images=True, kaczmarz=True)
+# complex_mode='phase_ri': the demodulated image keeps its imaginary residual; both parts go through the prior
+SENSE_PHASE_RI = StateAlgorithm("sense-phase-ri", order="CP", real_valued=False, coil_images=False)
+COMPLEX_PHASE_RI = StateAlgorithm("complex-phase-ri", order="CP", real_valued=False, coil_images=False)
+SSOS_PHASE_RI = StateAlgorithm("ssos-phase-ri", order="PC", real_valued=False, coil_images=True)
+HYBRID_PHASE_RI = StateAlgorithm("hybrid-phase-ri", order="PC", real_valued=False, coil_images=True, kaczmarz=True)
+PHASE_ALGORITHMS = {  # sampler -> complex_mode -> record
+    "sense": {"phase": SENSE_PHASE, "phase_ri": SENSE_PHASE_RI},
+    "complex": {"phase": COMPLEX_PHASE, "phase_ri": COMPLEX_PHASE_RI},
+    "ssos": {"phase": SSOS_PHASE, "phase_ri": SSOS_PHASE_RI},
+    "hybrid": {"phase": HYBRID_PHASE, "phase_ri": HYBRID_PHASE_RI},
+}
 
 
 def _check(settings: SamplerSettings, what: str) -> None:
@@ -113,7 +128,7 @@ def _check(settings: SamplerSettings, what: str) -> None:
 def _run_phase(alg: StateAlgorithm, model, base_op, phase_op, y: torch.Tensor, settings: SamplerSettings,
                generator: torch.Generator | None, callback: Callback | None, sense: SENSE | None = None) -> Result:
     """Run ``alg`` on m = Re(x exp(-i phi)), phi from ``phase_op``'s tapered centre; return P(m exp(i phi))."""
-    _check(settings, "complex_mode='phase'")
+    _check(settings, f"complex_mode={settings.complex_mode!r}")
     phi = estimate_phase(phase_op, y, base_op.mask)
     state = PhaseDemodulated(base_op, phi)
     result = run_algorithm(alg, model, _Problem(state, sense), y, settings, generator=generator, callback=callback)
@@ -127,36 +142,40 @@ def sample_sense(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *
         raise ValueError("the SENSE sampler needs a SENSE operator (coil maps and mask)")
     _check(settings, "the SENSE sampler")
     cg = SenseCG(op, settings.gamma, settings.cg_iters)
-    if settings.complex_mode == "phase":
-        return _run_phase(SENSE_PHASE, model, cg, op, y, settings, generator, callback)
+    if settings.complex_mode != "ri":
+        return _run_phase(PHASE_ALGORITHMS["sense"][settings.complex_mode], model, cg, op, y, settings, generator,
+                          callback)
     return run_algorithm(SENSE_RI, model, _Problem(cg), y, settings, generator=generator, callback=callback)
 
 
 def sample_complex(model, op: SingleCoilCartesian, y: torch.Tensor, settings: SamplerSettings, *,
                    generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
     """Algorithm 3; ``complex_mode='phase'``: the prior on the demodulated real image."""
-    if settings.complex_mode != "phase":
+    if settings.complex_mode == "ri":
         return sampling.sample_complex(model, op, y, settings, generator=generator, callback=callback)
-    return _run_phase(COMPLEX_PHASE, model, op, op, y, settings, generator, callback)
+    return _run_phase(PHASE_ALGORITHMS["complex"][settings.complex_mode], model, op, op, y, settings, generator,
+                      callback)
 
 
 def sample_ssos(model, op: MultiCoilCartesian, y: torch.Tensor, settings: SamplerSettings, *,
                 generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
     """Algorithm 4; ``complex_mode='phase'``: each coil image demodulated by its own low-resolution phase."""
-    if settings.complex_mode != "phase":
+    if settings.complex_mode == "ri":
         return sampling.sample_ssos(model, op, y, settings, generator=generator, callback=callback)
     cart = op.cartesian if isinstance(op, SENSE) else op
-    return _run_phase(SSOS_PHASE, model, cart, cart, y, settings, generator, callback)
+    return _run_phase(PHASE_ALGORITHMS["ssos"][settings.complex_mode], model, cart, cart, y, settings, generator,
+                      callback)
 
 
 def sample_hybrid(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *,
                   generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
     """Algorithm 5; ``complex_mode='phase'``: demodulated coil images, Kaczmarz step on the re-modulated ones."""
-    if settings.complex_mode != "phase":
+    if settings.complex_mode == "ri":
         return sampling.sample_hybrid(model, op, y, settings, generator=generator, callback=callback)
     if not isinstance(op, SENSE):
         raise ValueError("Algorithm 5 needs a SENSE operator (coil maps and mask)")
-    return _run_phase(HYBRID_PHASE, model, op.cartesian, op.cartesian, y, settings, generator, callback, sense=op)
+    return _run_phase(PHASE_ALGORITHMS["hybrid"][settings.complex_mode], model, op.cartesian, op.cartesian, y,
+                      settings, generator, callback, sense=op)
 
 
 sampling.SAMPLERS.update({"sense": sample_sense, "complex": sample_complex, "ssos": sample_ssos,
