@@ -147,6 +147,7 @@ def run_case(case: Case, model, base: sampling.SamplerSettings, size: int, ms, m
         y = op.A(xt)
         prior("Alg3 ri", "complex", op, y, base.replace(complex_mode="ri"))
         prior("Alg3 phase", "complex", op, y, base.replace(complex_mode="phase"))
+        prior("Alg3 phase_ri", "complex", op, y, base.replace(complex_mode="phase_ri"))
         return rows
     cart = MultiCoilCartesian(mask.expand(1, case.coils, size, size))
     y = cart.A(xt)
@@ -156,6 +157,7 @@ def run_case(case: Case, model, base: sampling.SamplerSettings, size: int, ms, m
     op = SENSE(sens, mask)
     prior("SENSE ri", "sense", op, y, base.replace(complex_mode="ri"), t_esp)
     prior("SENSE phase", "sense", op, y, base.replace(complex_mode="phase"), t_esp)
+    prior("SENSE phase_ri", "sense", op, y, base.replace(complex_mode="phase_ri"), t_esp)
     if case.heavy:
         prior("Alg4 ri", "ssos", cart, y, base.replace(complex_mode="ri"))
         prior("Alg5 ri", "hybrid", op, y, base.replace(complex_mode="ri"), t_esp)
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="128 px crops and N = 20 (a smoke run)")
     p.add_argument("--N", type=int, default=None, help="diffusion steps (default: the config's, 50)")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
-    p.add_argument("--methods", default="Alg3 ri,Alg3 phase,SENSE ri,SENSE phase,Alg4 ri,Alg5 ri,Alg5 phase",
+    p.add_argument("--methods", default="Alg3 ri,Alg3 phase,Alg3 phase_ri,SENSE ri,SENSE phase,SENSE phase_ri,"
+                                        "Alg4 ri,Alg5 ri,Alg5 phase",
                    help="comma-separated prior methods")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--suffix", default="", help="results file name suffix")

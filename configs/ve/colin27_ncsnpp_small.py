@@ -73,5 +73,5 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.m_steps = 5                # hybrid: SENSE step every 5 of the 20 iterations
     sampling.cg_iters = 5               # SENSE sampler: CG iterations of the data consistency
     sampling.gamma = 0.1                # SENSE sampler: weight of the prior's estimate in the CG system
-    sampling.complex_mode = 'ri'        # complex data: real/imaginary parts (the paper); 'phase' measured worse
+    sampling.complex_mode = 'phase_ri'  # complex data: demodulated image, both parts (benchmarks/complex_multicoil.py)
     return config
