@@ -79,3 +79,49 @@ def assert_golden(actual: torch.Tensor, expected: torch.Tensor, ulps: int = 32) 
         if (expected.is_floating_point() or expected.is_complex()) else 0.0
     scale = float(expected.abs().max()) if expected.numel() else 0.0
     torch.testing.assert_close(actual, expected, rtol=0, atol=ulps * eps * max(scale, 1e-30))
+
+
+# ---------------------------------------------------------------------------------------------- tiny models
+
+TINY_CONFIG = '''
+"""Tiny NCSN++ (32 x 32) on top of the knee config, for CLI tests."""
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "_knee_cfg_tiny", Path({repo!r}) / "configs" / "ve" / "fastmri_knee_320_ncsnpp_continuous.py")
+_knee = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_knee)
+
+
+def get_config():
+    config = _knee.get_config()
+    config.data.image_size = 32
+    config.model.nf = {nf}
+    config.model.ch_mult = (1, 2)
+    config.model.num_res_blocks = 1
+    config.model.attn_resolutions = (16,)
+    config.model.num_scales = 2
+    for key, value in {sampling!r}.items():
+        config.sampling[key] = value
+    return config
+'''
+
+
+def write_tiny_model(directory: Path, name: str = "tiny", nf: int = 8, sampling: dict | None = None
+                     ) -> tuple[Path, Path]:
+    """Write a tiny config file and a random-weight checkpoint (seed 0) for it; return their paths."""
+    from cli import load_config
+    from models import utils as mutils
+    from models.checkpoint import save_checkpoint
+    from models.ema import ExponentialMovingAverage
+
+    cfg_path, ckpt_path = directory / f"{name}.py", directory / f"{name}.pth"
+    cfg_path.write_text(TINY_CONFIG.format(repo=str(REPO), nf=nf, sampling=dict(sampling or {})))
+    config = load_config(cfg_path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = mutils.create_model(config)
+    ema = ExponentialMovingAverage(model.parameters(), decay=config.model.ema_rate)
+    save_checkpoint(ckpt_path, {"model": model, "ema": ema, "step": 0})
+    return cfg_path, ckpt_path

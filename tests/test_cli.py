@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"real": "inference_real.py", "single-coil": "inference_single-coil.py",
@@ -22,54 +23,15 @@ KINDS = {"real": "real/retrospective", "single-coil": "single-coil", "SSOS": "mu
          "hybrid": "multi-coil/hybrid"}
 SIZE, COILS = 32, 4
 
-TINY_CONFIG = '''
-"""Tiny NCSN++ for CLI tests."""
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location(
-    "_knee_cfg", Path({repo!r}) / "configs" / "ve" / "fastmri_knee_320_ncsnpp_continuous.py")
-_knee = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_knee)
-
-
-def get_config():
-    config = _knee.get_config()
-    config.data.image_size = 32
-    config.model.nf = {nf}
-    config.model.ch_mult = (1, 2)
-    config.model.num_res_blocks = 1
-    config.model.attn_resolutions = (16,)
-    config.model.num_scales = 2
-    config.sampling.snr = 0.16
-    return config
-'''
-
-
 # ---------------------------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny config file and a random-weight checkpoint for it (plus one for a different config)."""
-    import torch
-
-    from inference_common import load_config
-    from models import utils as mutils
-    from models.checkpoint import save_checkpoint
-    from models.ema import ExponentialMovingAverage
-
     d = tmp_path_factory.mktemp("tiny")
-    out = {}
-    for nf in (8, 16):
-        cfg_path = d / f"tiny_nf{nf}.py"
-        cfg_path.write_text(TINY_CONFIG.format(repo=str(REPO), nf=nf))
-        config = load_config(cfg_path)
-        torch.manual_seed(0)
-        model = mutils.create_model(config)
-        ema = ExponentialMovingAverage(model.parameters(), decay=config.model.ema_rate)
-        save_checkpoint(d / f"tiny_nf{nf}.pth", {"model": model, "ema": ema, "step": 0})
-        out[nf] = (cfg_path, d / f"tiny_nf{nf}.pth")
-    return {"config": out[8][0], "ckpt": out[8][1], "other_ckpt": out[16][1]}
+    cfg8, ckpt8 = write_tiny_model(d, "tiny_nf8", nf=8, sampling={"snr": 0.16})
+    _, ckpt16 = write_tiny_model(d, "tiny_nf16", nf=16, sampling={"snr": 0.16})
+    return {"config": cfg8, "ckpt": ckpt8, "other_ckpt": ckpt16}
 
 
 def phantom(h: int = SIZE, w: int = SIZE) -> np.ndarray:

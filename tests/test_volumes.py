@@ -16,50 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 
-TINY_CONFIG = '''
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location(
-    "_knee_cfg", Path({repo!r}) / "configs" / "ve" / "fastmri_knee_320_ncsnpp_continuous.py")
-_knee = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_knee)
-
-
-def get_config():
-    config = _knee.get_config()
-    config.data.image_size = 32
-    config.model.nf = 8
-    config.model.ch_mult = (1, 2)
-    config.model.num_res_blocks = 1
-    config.model.attn_resolutions = (16,)
-    config.model.num_scales = 2
-    return config
-'''
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny config file and a random-weight checkpoint for it."""
-    import torch
-
-    from cli import load_config
-    from models import utils as mutils
-    from models.checkpoint import save_checkpoint
-    from models.ema import ExponentialMovingAverage
-
-    d = tmp_path_factory.mktemp("tiny")
-    (d / "tiny.py").write_text(TINY_CONFIG.format(repo=str(REPO)))
-    config = load_config(d / "tiny.py")
-    torch.manual_seed(0)
-    model = mutils.create_model(config)
-    ema = ExponentialMovingAverage(model.parameters(), decay=config.model.ema_rate)
-    save_checkpoint(d / "tiny.pth", {"model": model, "ema": ema, "step": 0})
-    return {"config": d / "tiny.py", "ckpt": d / "tiny.pth"}
+    cfg, ckpt = write_tiny_model(tmp_path_factory.mktemp("tiny"), sampling={"predictor": "dds", "corrector": "none"})
+    return {"config": cfg, "ckpt": ckpt}
 
 
 def fft2c(x: np.ndarray) -> np.ndarray:

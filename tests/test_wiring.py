@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tiny_model
 import torch
 
 import sampling
@@ -150,33 +151,6 @@ def test_alg5_differs_from_alg4_with_the_same_noise():
 
 # ---------------------------------------------------------------------------------------------- command line
 
-TINY_CONFIG = '''
-"""Tiny NCSN++ (32 x 32) with two default steps, for the wiring tests."""
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location(
-    "_knee_cfg_wiring", Path({repo!r}) / "configs" / "ve" / "fastmri_knee_320_ncsnpp_continuous.py")
-_knee = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_knee)
-
-
-def get_config():
-    config = _knee.get_config()
-    config.data.image_size = 32
-    config.model.nf = 8
-    config.model.ch_mult = (1, 2)
-    config.model.num_res_blocks = 1
-    config.model.attn_resolutions = (16,)
-    config.model.num_scales = 2
-    config.sampling.N = 2
-    config.sampling.N_multi_coil = 2
-    config.sampling.predictor = "reverse_diffusion"
-    config.sampling.corrector = "langevin"
-    config.sampling.n_steps_each = 1
-    config.sampling.snr = 0.16
-    return config
-'''
 SIGMA_MIN, SIGMA_MAX = 0.01, 378.0   # the knee config's VE-SDE
 
 
@@ -188,26 +162,16 @@ def sigma_of(t: float) -> float:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny config, a random-weight checkpoint for it and a 32 x 32 magnitude image."""
-    from cli import load_config
-    from models import utils as mutils
-    from models.checkpoint import save_checkpoint
-    from models.ema import ExponentialMovingAverage
-
     d = tmp_path_factory.mktemp("wiring")
-    (d / "tiny.py").write_text(TINY_CONFIG.format(repo=str(REPO)))
-    config = load_config(d / "tiny.py")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = mutils.create_model(config)
-    save_checkpoint(d / "tiny.pth", {"model": model, "ema": ExponentialMovingAverage(model.parameters(), 0.999),
-                                     "step": 0})
+    cfg, ckpt = write_tiny_model(d, sampling={"N": 2, "N_multi_coil": 2, "predictor": "reverse_diffusion",
+                                              "corrector": "langevin", "n_steps_each": 1, "snr": 0.16})
     yy, xx = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), indexing="ij")
     magnitude = np.exp(-3 * (xx ** 2 + yy ** 2)) + 0.2 * (xx > 0.3)
     (d / "real").mkdir()
     (d / "complex").mkdir()
     np.save(d / "real" / "case.npy", magnitude.astype(np.float32))
     np.save(d / "complex" / "case.npy", (magnitude * np.exp(0.5j * xx)).astype(np.complex64))
-    return {"config": d / "tiny.py", "ckpt": d / "tiny.pth", "real": d / "real" / "case.npy",
+    return {"config": cfg, "ckpt": ckpt, "real": d / "real" / "case.npy",
             "single-coil": d / "complex" / "case.npy"}
 
 
