@@ -25,6 +25,7 @@ import numpy as np
 import outputs
 from fastmri_utils import center_crop
 from io_utils import UserError, h5_slice_count, read_problem, slice_indices
+from process_group import ProcessGroup
 from progress import log
 
 __all__ = ["configure_threads", "default_threads", "Dist", "run_batch", "assemble_volume"]
@@ -55,45 +56,11 @@ def configure_threads(requested: int | None) -> int:
 
 # ---------------------------------------------------------------------------------------------- torchrun
 
-class Dist:
-    """Rank and world size of a torchrun job (``RANK``/``WORLD_SIZE`` set), or one process; gloo messages."""
+class Dist(ProcessGroup):
+    """Rank and world size of a torchrun job, or one process; gloo for the small messages of the split."""
 
     def __init__(self):
-        self.active = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-        self.rank = int(os.environ.get("RANK", 0)) if self.active else 0
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if self.active else 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if self.active else 0
-        self.owns_group = False
-        if self.active:
-            import torch.distributed as dist
-            if not dist.is_initialized():
-                dist.init_process_group("gloo")  # small objects only: gloo on CPU whatever the compute device
-                self.owns_group = True
-
-    def broadcast(self, obj):
-        """Rank 0's ``obj`` on every rank."""
-        if not self.active:
-            return obj
-        import torch.distributed as dist
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, obj) -> list:
-        """Every rank's ``obj``, indexed by rank (also a barrier)."""
-        if not self.active:
-            return [obj]
-        import torch.distributed as dist
-        out = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        """Destroy the process group created here, so gloo's threads end before the interpreter does."""
-        if self.owns_group:
-            import torch.distributed as dist
-            dist.destroy_process_group()
-            self.owns_group = False
+        super().__init__("gloo")  # small objects only: gloo on CPU whatever the compute device
 
 
 # ---------------------------------------------------------------------------------------------- driver

@@ -1,4 +1,4 @@
-"""Training objective and optimisation step for score-based models (SPEC section 7).
+"""Training objective and optimisation step for score-based models (Song et al. 2021; Chung & Ye 2022).
 
 Denoising score matching for the continuous VE-SDE (Song et al. 2021, Eq. 7; Chung & Ye 2022, Eq. 5):
 
@@ -20,7 +20,7 @@ import torch
 import sde_lib
 from models import utils as mutils
 
-EPS_T = 1e-5  # smallest diffusion time drawn during training (SPEC section 7)
+EPS_T = 1e-5  # smallest diffusion time drawn during training (the original code)
 
 
 class NonFiniteLossError(RuntimeError):

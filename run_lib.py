@@ -1,4 +1,4 @@
-"""Training and evaluation loops for the score prior (SPEC section 7; Song et al. 2021, Chung & Ye 2022 Eq. 5).
+"""Training and evaluation loops for the score prior (Song et al. 2021; Chung & Ye 2022, Eq. 5).
 
 ``train(config, workdir)`` runs denoising score matching for ``config.training.n_iters`` steps with
 resumable, atomic snapshots; ``evaluate(config, workdir, eval_folder)`` reports the held-out loss of
@@ -10,8 +10,6 @@ GPU); only rank 0 writes logs and checkpoints, and a snapshot holds every rank's
 """
 from __future__ import annotations
 
-import datetime
-import importlib
 import json
 import math
 import os
@@ -30,6 +28,7 @@ import sde_lib
 from models import utils as mutils
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.ema import ExponentialMovingAverage
+from process_group import ProcessGroup
 
 TRAIN_DEFAULTS = {
     "n_iters": 0,                 # optimisation steps; 0: config.training.epochs passes over the slices
@@ -60,31 +59,17 @@ def train_option(config, name: str):
 # Set-up helpers
 # ----------------------------------------------------------------------------------------------
 
-class _Dist:
-    """Process-group facts: rank, world size, device; ``active`` when launched by torchrun."""
+class _Dist(ProcessGroup):
+    """The training job's process group plus its device (nccl on GPUs, gloo on the CPU)."""
 
     def __init__(self, config):
-        self.active = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-        self.rank = int(os.environ.get("RANK", 0)) if self.active else 0
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if self.active else 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if self.active else 0
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
         want = config.get("device", None)
         use_cuda = torch.cuda.is_available() and (want is None or str(want).startswith("cuda"))
-        self.device = torch.device("cuda", self.local_rank) if use_cuda else torch.device("cpu")
-        self.owns_group = False
-        if self.active and not dist.is_initialized():
-            if use_cuda:
-                torch.cuda.set_device(self.device)
-            # DistributedDataParallel imports torch.distributed.nn on first use, whose functions bind the
-            # default group existing at import time as a default argument (group=group.WORLD). Imported
-            # after init_process_group, that reference outlives destroy_process_group, so gloo's threads
-            # kept running until interpreter exit, where tearing them down raced with the other rank still
-            # running ("terminate called without an active exception", SIGABRT). Imported first, the
-            # defaults bind None and close() really ends the group.
-            importlib.import_module("torch.distributed.nn")
-            dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
-            self.owns_group = True
-        self.is_main = self.rank == 0
+        self.device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        if use_cuda and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            torch.cuda.set_device(self.device)
+        super().__init__("nccl" if use_cuda else "gloo")
 
     def broadcast_flags(self, *flags: bool) -> list[bool]:
         """Rank 0's values of ``flags`` on every rank (identity in a single process)."""
@@ -95,14 +80,6 @@ class _Dist:
         dist.broadcast(t, src=0)
         return [bool(v) for v in t.tolist()]
 
-    def gather(self, obj) -> list:
-        """Every rank's ``obj`` (as a list indexed by rank)."""
-        if not self.active:
-            return [obj]
-        out = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
     def mean(self, x: float) -> float:
         """Average of a float over ranks."""
         if not self.active:
@@ -110,16 +87,6 @@ class _Dist:
         t = torch.tensor([x], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(t)
         return t.item() / self.world_size
-
-    def barrier(self) -> None:
-        """Wait until every rank gets here (no-op in a single process)."""
-        if self.active:
-            dist.barrier()
-
-    def close(self) -> None:
-        """Destroy the process group this object created (its backend threads end here, not at exit)."""
-        if self.owns_group:
-            dist.destroy_process_group()
 
 
 class _Log:
@@ -191,7 +158,7 @@ def _load_training_state(path: Path, model, ema, optimizer, device) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 def train(config, workdir: str) -> dict:
-    """Train the score model (denoising score matching, SPEC section 7) and return the final state.
+    """Train the score model (denoising score matching, Song et al. 2021) and return the final state.
 
     Resumes from ``<workdir>/checkpoints-meta/checkpoint.pth`` when present. Returns a dict with the
     (unwrapped) ``model``, ``ema``, ``step`` and the last logged ``loss``.
@@ -257,7 +224,7 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
             # different number of processes: continue with fresh streams derived from the step
             generator.manual_seed(int(config.seed) + ddp.rank + 1_000_003 * step)
             train_iter.rng = np.random.default_rng([int(config.seed) + ddp.rank, step])
-            log(f"warning: snapshot random states are for a different number of processes; reseeded")
+            log("warning: snapshot random states are for a different number of processes; reseeded")
         log(f"resumed from {meta_path} at step {step}")
 
     net = model

@@ -1,4 +1,4 @@
-"""Training: the VE denoising score-matching loss (SPEC section 7), optimisation, exact resume, kill -9,
+"""Training: the VE denoising score-matching loss (Chung & Ye 2022), optimisation, exact resume, kill -9,
 NaN handling, torchrun with two processes, evaluation and the command line."""
 from __future__ import annotations
 
