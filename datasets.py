@@ -25,6 +25,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from fastmri_utils import center_crop
+from io_utils import ifft2c_np
+
 DATA_DEFAULTS = {
     "dataset": "fastmri_knee",
     "root": "",
@@ -101,27 +104,13 @@ def _describe(item: tuple) -> str:
     return path
 
 
-def _center_crop(x: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop the last two dims to at most ``size`` (dims already smaller stay as they are)."""
-    H, W = x.shape[-2:]
-    h, w = min(H, size), min(W, size)
-    top, left = (H - h) // 2, (W - w) // 2
-    return x[..., top:top + h, left:left + w]
-
-
-def _ifft2c(k: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D inverse FFT over the last two dims (fastMRI convention)."""
-    axes = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=axes), axes=axes, norm="ortho"), axes=axes)
-
-
 def _read_h5(path: str, key: str, s: int, coil: int, part: str, image_size: int, norm) -> np.ndarray:
     import h5py
     with h5py.File(path, "r") as f:
         x = f[key][s]
     if key != "kspace":
         return norm(x)
-    img = _center_crop(_ifft2c(x), image_size)  # [H, W] or [coils, H, W] complex
+    img = center_crop(ifft2c_np(x), (image_size, image_size))  # [H, W] or [coils, H, W] complex
     if part == "abs":
         mag = np.sqrt((np.abs(img) ** 2).sum(axis=0)) if img.ndim == 3 else np.abs(img)
         return norm(mag)

@@ -23,8 +23,8 @@ from fastmri_utils import center_crop
 BART_COIL_DIM = 3
 
 
-class UserError(Exception):
-    """Bad user input; the scripts print the message on one line and exit with status 2."""
+class UserError(ValueError):
+    """Bad user input (a flag, a file, a config, a work directory): one line on stderr, exit status 2."""
 
 
 def check_finite(a: np.ndarray, what: str) -> None:

@@ -10,7 +10,6 @@ GPU); only rank 0 writes logs and checkpoints, and a snapshot holds every rank's
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -27,8 +26,10 @@ import losses
 import sde_lib
 from models import utils as mutils
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from io_utils import UserError  # noqa: F401  (re-exported: main_fastmri reports it in one line)
 from models.ema import ExponentialMovingAverage
 from process_group import ProcessGroup
+from utils import get_data_scaler
 
 TRAIN_DEFAULTS = {
     "n_iters": 0,                 # optimisation steps; 0: config.training.epochs passes over the slices
@@ -44,10 +45,6 @@ TRAIN_DEFAULTS = {
     "likelihood_weighting": False,
     "sde": "vesde",
 }
-
-
-class UserError(ValueError):
-    """A mistake in the configuration, the data or the work directory (reported in one line, exit 2)."""
 
 
 def train_option(config, name: str):
@@ -128,11 +125,6 @@ def _check_config(config) -> None:
     for k in ("snapshot_freq", "snapshot_freq_for_preemption", "log_freq"):
         if int(train_option(config, k)) < 1:
             raise UserError(f"config.training.{k} must be >= 1")
-
-
-def _data_scaler(config):
-    """[0, 1] -> [-1, 1] when ``config.data.centered``, else identity (the original's get_data_scaler)."""
-    return (lambda x: 2.0 * x - 1.0) if config.data.centered else (lambda x: x)
 
 
 def _build(config, device: torch.device):
@@ -243,7 +235,7 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
                   bf16=bf16)
     train_step_fn = losses.get_step_fn(sde, train=True, optimize_fn=losses.optimization_manager(config), **common)
     eval_step_fn = losses.get_step_fn(sde, train=False, **common)
-    scaler = _data_scaler(config)
+    scaler = get_data_scaler(config)
 
     def snapshot(numbered: bool, meta: bool) -> None:
         """Gather every rank's random states; rank 0 writes the requested checkpoints atomically."""
@@ -349,24 +341,6 @@ def _fallback_hint(workdir: Path) -> str:
             f"from it): {names}")
 
 
-def _select_checkpoints(config, workdir: Path) -> list[Path]:
-    """Numbered checkpoints in [eval.begin_ckpt, eval.end_ckpt]; else the meta (latest) one; else the last numbered."""
-    numbered = _numbered_checkpoints(workdir)
-    ev = config.get("eval", None)
-    begin = ev.get("begin_ckpt", None) if ev is not None else None
-    end = ev.get("end_ckpt", None) if ev is not None else None
-    if begin is not None and end is not None:
-        chosen = [numbered[k] for k in sorted(numbered) if begin <= k <= end]
-        if chosen:
-            return chosen
-    meta = workdir / "checkpoints-meta" / "checkpoint.pth"
-    if meta.exists():  # the latest state (written at every snapshot and at the end of training)
-        return [meta]
-    if numbered:
-        return [numbered[max(numbered)]]
-    raise UserError(f"no checkpoint found in {workdir}/checkpoints or {workdir}/checkpoints-meta")
-
-
 def _save_grid(x: np.ndarray, path: Path) -> None:
     """Save [N, 1, H, W] images in [0, 1] as one PNG grid."""
     from PIL import Image
@@ -407,54 +381,6 @@ def _sample_to_dir(config, model, ema, sde, out_dir: Path, n: int, log, seed: in
 
 
 def evaluate(config, workdir: str, eval_folder: str = "eval") -> list[dict]:
-    """Held-out denoising score-matching loss (EMA weights) of saved checkpoints, plus optional samples.
-
-    Writes ``<workdir>/<eval_folder>/eval_results.json`` and, when ``config.eval.enable_sampling``,
-    ``<eval_folder>/<checkpoint>/sample.png``. The loss uses fixed draws (seed ``config.seed``), so
-    checkpoints are compared on the same t and z.
-    """
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise UserError(f"work directory {workdir} does not exist")
-    if int(os.environ.get("RANK", 0)) != 0:  # launched by torchrun: evaluation runs on rank 0 only
-        return []
-    out_dir = workdir / eval_folder
-    ckpts = _select_checkpoints(config, workdir)
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    _, eval_ds = datasets.get_slice_datasets(config)
-    model, ema, _, sde = _build(config, device)
-    log = _Log(workdir, True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    loss_fn = losses.get_sde_loss_fn(sde, train=False, reduce_mean=train_option(config, "reduce_mean"),
-                                     continuous=True, bf16=bool(train_option(config, "bf16")))
-    scaler = _data_scaler(config)
-    ev = config.get("eval", None)
-    enable_sample = bool(ev.get("enable_sampling", ev.get("enable_sample", False))) if ev is not None else False
-    n_samples = int(ev.get("grid_samples", 16)) if ev is not None else 16
-    results = []
-    for path in ckpts:
-        try:
-            loaded = load_checkpoint(str(path), model, ema=ema, device=device)
-        except CheckpointError as e:
-            raise UserError(str(e)) from None
-        ema.copy_to(model.parameters())
-        res = {"checkpoint": str(path), "step": int(loaded.get("step", -1))}
-        if len(eval_ds) > 0:
-            g = torch.Generator().manual_seed(int(config.seed))
-            total, count = 0.0, 0
-            with torch.no_grad():
-                for batch in eval_ds.batches(int(config.training.batch_size)):
-                    b = batch.shape[0]
-                    total += loss_fn(model, scaler(batch.to(device)), g).item() * b
-                    count += b
-            res.update(eval_loss=total / count, n_slices=count)
-            log(f"{path.name} (step {res['step']}): held-out loss {res['eval_loss']:.5e} over {count} slices")
-        else:
-            log(f"{path.name}: no held-out slices (config.data.eval_every=0); loss skipped")
-        if enable_sample:
-            # the EMA weights are already in the model (ema=None: no swap)
-            res["samples"] = _sample_to_dir(config, model, None, sde, out_dir / path.stem, n=n_samples, log=log)
-        results.append(res)
-    with open(out_dir / "eval_results.json", "w") as f:
-        json.dump(results, f, indent=2)
-    return results
+    """Held-out loss (and samples) of a run's checkpoints: see :func:`eval_lib.evaluate`."""
+    from eval_lib import evaluate as _evaluate
+    return _evaluate(config, workdir, eval_folder)
