@@ -168,10 +168,9 @@ def _run(job: Job) -> dict:
     _, root = root_of(job, problem.task)
     outputs.check_save_dir(root)
     check_problem(job, problem)
-    old = existing_key(root, problem.name)
-    if old is not None and old != run_key(job, path, problem.name) and not args.overwrite:
-        changed = sorted(k for k in set(old) | set(run_key(job, path, problem.name))
-                         if old.get(k) != run_key(job, path, problem.name).get(k))
+    old, key = existing_key(root, problem.name), run_key(job, path, problem.name)
+    if old is not None and old != key and not args.overwrite:
+        changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
         raise UserError(f"{root} already holds a result {problem.name} written with other settings "
                         f"({', '.join(changed[:4])}): add --overwrite to replace it, or choose another --save_dir")
     return reconstruct_problem(job, load_model(job), problem)

@@ -59,7 +59,33 @@ class LinearOperator:
         return self.A_H(y)
 
 
-class SingleCoilCartesian(LinearOperator):
+class _Cartesian(LinearOperator):
+    """A x = mask * fwd(x) for a 2-D transform pair (fwd, inv) that inverts exactly; masks are 0/1."""
+
+    fwd = staticmethod(fft2c)
+    inv = staticmethod(ifft2c)
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask  # [B or 1, C or 1, H, W]
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward model: masked k-space [B, C, H, W]."""
+        return self.mask * self.fwd(x)
+
+    def zero_filled(self, y: torch.Tensor) -> torch.Tensor:
+        """inv(mask * y): the zero-filled image in the image's own units."""
+        return self.inv(self.mask * y)
+
+    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Data consistency: replace the measured k-space of x by y (y already masked), inv(fwd(x)(1-M) + y)."""
+        return self.inv(self.fwd(x) * (1. - self.mask) + y)
+
+    def restrict(self, sl: slice) -> "_Cartesian":
+        """The operator of the coils ``sl`` (a shared mask passes through)."""
+        return type(self)(_restrict(self.mask, sl))
+
+
+class SingleCoilCartesian(_Cartesian):
     """Single-coil Cartesian MRI, A x = mask * fft2(x) with the original shifted, unnormalised FFT.
 
     Because ``fft2`` is unnormalised, ``ifft2`` is the adjoint only up to the factor H*W: ``A_H`` is the
@@ -67,52 +93,21 @@ class SingleCoilCartesian(LinearOperator):
     ``ifft2``, which inverts ``fft2`` exactly.
     """
 
-    def __init__(self, mask: torch.Tensor):
-        self.mask = mask  # [B or 1, 1, H, W]
-
-    def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward model: masked shifted k-space [B, C, H, W]."""
-        return self.mask * fft2(x)
+    fwd = staticmethod(fft2)
+    inv = staticmethod(ifft2)
 
     def A_H(self, y: torch.Tensor) -> torch.Tensor:
         """Adjoint of :meth:`A`: H*W * ifft2(mask * y)."""
         h, w = y.shape[-2:]
         return (h * w) * ifft2(self.mask * y)
 
-    def zero_filled(self, y: torch.Tensor) -> torch.Tensor:
-        """ifft2(mask * y): the zero-filled image in the image's own units."""
-        return ifft2(self.mask * y)
 
-    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Data consistency: replace the measured k-space of x by y (y already masked), ifft2(fft2(x)(1-M) + y)."""
-        return ifft2(fft2(x) * (1. - self.mask) + y)
-
-    def restrict(self, sl: slice) -> "SingleCoilCartesian":
-        """The operator of the coils ``sl`` (a shared mask passes through)."""
-        return SingleCoilCartesian(_restrict(self.mask, sl))
-
-
-class MultiCoilCartesian(LinearOperator):
+class MultiCoilCartesian(_Cartesian):
     """Multi-coil Cartesian MRI, one k-space per coil: A x = mask * fft2c(x) (orthonormal, so A_H = ifft2c)."""
-
-    def __init__(self, mask: torch.Tensor):
-        self.mask = mask  # [B or 1, C or 1, H, W]
-
-    def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward model on coil images [B, C, H, W] -> masked centered k-space [B, C, H, W]."""
-        return self.mask * fft2c(x)
 
     def A_H(self, y: torch.Tensor) -> torch.Tensor:
         """Adjoint of :meth:`A`: ifft2c(mask * y)."""
         return ifft2c(self.mask * y)
-
-    def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-coil data consistency ifft2c(fft2c(x)(1 - M) + y), y already masked (Algorithm 4)."""
-        return ifft2c(fft2c(x) * (1. - self.mask) + y)
-
-    def restrict(self, sl: slice) -> "MultiCoilCartesian":
-        """The operator of the coils ``sl`` (a shared mask passes through)."""
-        return MultiCoilCartesian(_restrict(self.mask, sl))
 
 
 class CoilMaps(LinearOperator):

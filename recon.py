@@ -99,14 +99,13 @@ def reconstruct(model: torch.nn.Module, sampler: str, op, y: torch.Tensor, setti
     come from one generator stream; the image is their mean, ``std`` their spread (K > 1).
     """
     fn = sampling.get_sampler(sampler)
-    real_valued = sampler == "real"
     samples, calls = [], 0
     tic = time.time()
     with torch.no_grad():
         for _ in range(num_samples):
             result = fn(model, op, y, settings, generator=generator, callback=callback)
             calls += result.network_calls
-            samples.append(to_image(inverse_scaler(result.x), real_valued))
+            samples.append(to_image(inverse_scaler(result.x)))  # a real state stays real
     seconds = time.time() - tic
     stack = np.stack(samples)                                              # [K, H, W]
     if not np.all(np.isfinite(stack)):

@@ -21,12 +21,12 @@ Importing :mod:`sampling` registers these samplers in ``sampling.SAMPLERS``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 import sampling
-from operators import SENSE, LinearOperator, MultiCoilCartesian, SingleCoilCartesian
+from operators import SENSE, LinearOperator
 from phase import PhaseDemodulated, demodulate, estimate_phase, modulate
 from sampling import Algorithm, Callback, Result, SamplerSettings, _start_noise, run_algorithm
 
@@ -148,34 +148,34 @@ def sample_sense(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *
     return run_algorithm(SENSE_RI, model, _Problem(cg), y, settings, generator=generator, callback=callback)
 
 
-def sample_complex(model, op: SingleCoilCartesian, y: torch.Tensor, settings: SamplerSettings, *,
-                   generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
-    """Algorithm 3; ``complex_mode='phase'``: the prior on the demodulated real image."""
-    if settings.complex_mode == "ri":
-        return sampling.sample_complex(model, op, y, settings, generator=generator, callback=callback)
-    return _run_phase(PHASE_ALGORITHMS["complex"][settings.complex_mode], model, op, op, y, settings, generator,
-                      callback)
+def _with_phase_modes(name: str, paper: Callable[..., Result], doc: str) -> Callable[..., Result]:
+    """The sampler ``name``: the paper's ``paper`` for complex_mode 'ri', else its phase-demodulated variant.
+
+    The phase modes act on the per-coil Cartesian operator (the Cartesian part of a SENSE operator, whose
+    maps then serve Algorithm 5's Kaczmarz step).
+    """
+
+    def sample(model, op, y: torch.Tensor, settings: SamplerSettings, *, generator: torch.Generator | None = None,
+               callback: Callback | None = None) -> Result:
+        if settings.complex_mode == "ri":
+            return paper(model, op, y, settings, generator=generator, callback=callback)
+        alg = PHASE_ALGORITHMS[name][settings.complex_mode]
+        if alg.kaczmarz and not isinstance(op, SENSE):
+            raise ValueError("Algorithm 5 needs a SENSE operator (coil maps and mask)")
+        cart = op.cartesian if isinstance(op, SENSE) else op
+        return _run_phase(alg, model, cart, cart, y, settings, generator, callback,
+                          sense=op if alg.kaczmarz else None)
+
+    sample.__name__, sample.__doc__ = f"sample_{name}", doc
+    return sample
 
 
-def sample_ssos(model, op: MultiCoilCartesian, y: torch.Tensor, settings: SamplerSettings, *,
-                generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
-    """Algorithm 4; ``complex_mode='phase'``: each coil image demodulated by its own low-resolution phase."""
-    if settings.complex_mode == "ri":
-        return sampling.sample_ssos(model, op, y, settings, generator=generator, callback=callback)
-    cart = op.cartesian if isinstance(op, SENSE) else op
-    return _run_phase(PHASE_ALGORITHMS["ssos"][settings.complex_mode], model, cart, cart, y, settings, generator,
-                      callback)
-
-
-def sample_hybrid(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *,
-                  generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
-    """Algorithm 5; ``complex_mode='phase'``: demodulated coil images, Kaczmarz step on the re-modulated ones."""
-    if settings.complex_mode == "ri":
-        return sampling.sample_hybrid(model, op, y, settings, generator=generator, callback=callback)
-    if not isinstance(op, SENSE):
-        raise ValueError("Algorithm 5 needs a SENSE operator (coil maps and mask)")
-    return _run_phase(PHASE_ALGORITHMS["hybrid"][settings.complex_mode], model, op.cartesian, op.cartesian, y,
-                      settings, generator, callback, sense=op)
+sample_complex = _with_phase_modes(
+    "complex", sampling.sample_complex, "Algorithm 3; phase modes: the prior on the demodulated image.")
+sample_ssos = _with_phase_modes(
+    "ssos", sampling.sample_ssos, "Algorithm 4; phase modes: each coil image demodulated by its own phase.")
+sample_hybrid = _with_phase_modes(
+    "hybrid", sampling.sample_hybrid, "Algorithm 5; phase modes: Kaczmarz step on the re-modulated coil images.")
 
 
 sampling.SAMPLERS.update({"sense": sample_sense, "complex": sample_complex, "ssos": sample_ssos,
