@@ -84,11 +84,17 @@ class SliceDataset:
                 angle = rng.uniform(-opt["rot_deg"], opt["rot_deg"])
                 scale = rng.uniform(s_lo, s_hi)
                 x = _rotate_scale(x, angle, scale)
+            if rng.random() < opt["remap_prob"]:
+                x = _remap_intensity(x, rng)
+            if opt["elastic_alpha"] > 0 and rng.random() < opt["elastic_prob"]:
+                x = _elastic(x, rng, float(opt["elastic_alpha"]), float(opt["elastic_sigma"]))
             if opt["random_flip"] and rng.random() < 0.5:
                 x = x[:, ::-1]
             if opt["vertical_flip"] and rng.random() < 0.5:
                 x = x[::-1, :]
         x = _crop_or_pad(x, self.image_size, rng if (rng is not None and opt["random_crop"]) else None)
+        if rng is not None and opt["noise_max"] > 0 and rng.random() < opt["noise_prob"]:
+            x = _rician(x, rng, rng.uniform(0.0, float(opt["noise_max"])))
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _resize(self, x: np.ndarray) -> np.ndarray:
@@ -112,6 +118,35 @@ class SliceDataset:
         for start in range(0, len(self), batch_size):
             imgs = [self.get(i) for i in range(start, min(start + batch_size, len(self)))]
             yield torch.from_numpy(np.stack(imgs))[:, None]
+
+
+def _remap_intensity(x: np.ndarray, rng: np.random.Generator, knots: int = 5) -> np.ndarray:
+    """A random monotone piecewise-linear intensity curve on [0, peak] (changes the tissue contrast)."""
+    peak = float(np.abs(x).max())
+    if peak <= 0:
+        return x
+    steps = rng.dirichlet(np.full(knots, 2.0))  # increments of the curve: monotone, ends at 1
+    ys = np.concatenate([[0.0], np.cumsum(steps)])
+    xs = np.linspace(0.0, 1.0, knots + 1)
+    return (np.interp(np.clip(x / peak, 0.0, 1.0), xs, ys) * peak).astype(np.float32)
+
+
+def _elastic(x: np.ndarray, rng: np.random.Generator, alpha: float, sigma: float) -> np.ndarray:
+    """Warp by a smooth random displacement field (peak about ``alpha`` pixels, smoothness ``sigma``)."""
+    from scipy import ndimage
+    fields = []
+    for _ in range(2):
+        d = ndimage.gaussian_filter(rng.standard_normal(x.shape), sigma, mode="reflect")
+        fields.append(d * (alpha / max(float(np.abs(d).max()), 1e-12)))
+    grid = np.meshgrid(np.arange(x.shape[0]), np.arange(x.shape[1]), indexing="ij")
+    coords = [g + f for g, f in zip(grid, fields)]
+    return ndimage.map_coordinates(x, coords, order=1, mode="constant", cval=0.0).astype(np.float32)
+
+
+def _rician(x: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
+    """Magnitude of the image plus white complex Gaussian noise (k-space noise seen in a magnitude image)."""
+    n = rng.standard_normal((2,) + x.shape) * std
+    return np.sqrt((x + n[0]) ** 2 + n[1] ** 2).astype(np.float32)
 
 
 def _rotate_scale(x: np.ndarray, angle_deg: float, scale: float) -> np.ndarray:

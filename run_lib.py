@@ -40,6 +40,7 @@ TRAIN_DEFAULTS = {
     "log_freq": 25,
     "eval_freq": 0,               # held-out loss of one batch every this many steps (0: never)
     "bf16": False,                # bf16 autocast of the model forward (CPU or CUDA)
+    "init_from": "",              # a fresh run starts from these weights (model + ema), e.g. a shipped prior
     "continuous": True,
     "reduce_mean": False,
     "likelihood_weighting": False,
@@ -218,6 +219,13 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
             train_iter.rng = np.random.default_rng([int(config.seed) + ddp.rank, step])
             log("warning: snapshot random states are for a different number of processes; reseeded")
         log(f"resumed from {meta_path} at step {step}")
+    elif train_option(config, "init_from"):
+        init = str(train_option(config, "init_from"))
+        try:
+            load_checkpoint(init, model, ema=ema, device=device, copy_ema_to_model=False)
+        except CheckpointError as e:
+            raise UserError(f"cannot warm-start from {init}: {e}") from None
+        log(f"warm start from {init} (weights only; optimizer and step start afresh)")
 
     net = model
     if ddp.active:
