@@ -3,13 +3,8 @@ per-coil data consistency; the result is the root-sum-of-squares over coils.
 
 Example: python inference_multi-coil_SSOS.py --data 001 --mask_type gaussian1d --acc_factor 4
 """
-import inference_common as ic
-from io_utils import InputKind
-from operators import MultiCoilCartesian
-
-ALGORITHM = ic.Script(sampler="ssos", kind="multi-coil/SSOS",
-                      input=InputKind("multi-coil", coils=True, real_valued=False),
-                      cartesian=MultiCoilCartesian, description=__doc__)
+from score_mri.cli import common as ic
+from score_mri.cli.scripts import SSOS as ALGORITHM
 
 if __name__ == "__main__":
     ic.main(ALGORITHM)

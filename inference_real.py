@@ -2,12 +2,8 @@
 
 Example: python inference_real.py --data 001 --task retrospective --mask_type gaussian1d --acc_factor 4
 """
-import inference_common as ic
-from io_utils import InputKind
-from operators import SingleCoilCartesian
-
-ALGORITHM = ic.Script(sampler="real", kind="real", input=InputKind("real", coils=False, real_valued=True),
-                      cartesian=SingleCoilCartesian, description=__doc__)
+from score_mri.cli import common as ic
+from score_mri.cli.scripts import REAL as ALGORITHM
 
 if __name__ == "__main__":
     ic.main(ALGORITHM)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install score-MRI's dependencies into the current Python environment.
+# Install score-MRI (the score_mri package, editable, with its console commands) and its dependencies into the
+# current Python environment.
 # Works as `bash install.sh` and as `source install.sh` (it never exits or changes options of your shell).
 #   TORCH_CUDA=1 bash install.sh   -> let pip choose a CUDA build of torch (GPU machines)
 #   SKIP_APT=1   bash install.sh   -> do not install Debian packages (bart, mricron-data)
@@ -16,6 +17,9 @@ _score_mri_install() (
         "$py" -m pip install --quiet "torch==2.13.0"
     fi
     "$py" -m pip install --quiet -r "$here/requirements.txt"
+    # The package itself, editable: `import score_mri` and the score-mri-* commands from anywhere.
+    # (A plain `pip install .` also works; it ships weights/ and samples/ inside the package.)
+    "$py" -m pip install --quiet --no-deps -e "$here" || "$py" -m pip install --quiet --no-deps --no-build-isolation -e "$here"
     if [ "${SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1; then
         sudo=""
         if [ "$(id -u)" != "0" ]; then
@@ -28,7 +32,7 @@ _score_mri_install() (
             DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bart mricron-data >/dev/null
         fi
     fi
-    "$py" -c "import torch, numpy, scipy, sigpy, h5py, nibabel, ml_collections, skimage; print('[install] ok: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
+    (cd / && "$py" -c "import torch, numpy, scipy, sigpy, h5py, nibabel, ml_collections, skimage, score_mri; print('[install] ok: score_mri', score_mri.__version__, '| torch', torch.__version__, '| cuda', torch.cuda.is_available())")
 )
 _score_mri_install
 _score_mri_rc=$?

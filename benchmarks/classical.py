@@ -22,7 +22,7 @@ import numpy as np
 import sigpy
 import sigpy.mri
 
-from io_utils import read_cfl, write_cfl
+from score_mri.io.readers import read_cfl, write_cfl
 from utils import ESPIRIT_MAX_CALIB, calib_width  # noqa: F401 (re-exported for the benchmarks)
 
 # lambda per acquisition setup, found by benchmarks/recon_quality.py's grid search on ONE image

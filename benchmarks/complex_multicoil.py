@@ -27,13 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import classical  # noqa: E402
-import metrics  # noqa: E402
-import recon  # noqa: E402
+from score_mri import metrics  # noqa: E402
+from score_mri import recon  # noqa: E402
 import sampling  # noqa: E402
-from cli import load_config  # noqa: E402
+from score_mri.cli.flags import load_config  # noqa: E402
 from common import REPO, machine_info, markdown_table, write_results  # noqa: E402
-from operators import SENSE, MultiCoilCartesian, SingleCoilCartesian  # noqa: E402
-from sens_maps import espirit  # noqa: E402
+from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian  # noqa: E402
+from score_mri.physics.sens_maps import espirit  # noqa: E402
 from utils import calib_width  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cli  # noqa: E402
+from score_mri.cli import flags as cli  # noqa: E402
 from benchmarks import common  # noqa: E402
 
 CASES = {
@@ -72,7 +72,7 @@ def load_config(path: str):
 
 def worker(spec: dict) -> dict:
     """Build the model with the setting's switches, count FLOPs if asked, time ``repeats`` forwards."""
-    import perf
+    from score_mri import perf
 
     on = STEPS[spec["setting"]]
     if "allocator" in on:

@@ -231,7 +231,7 @@ def section_op_parity(device: torch.device, budget: Budget) -> dict:
 def section_forward(device: torch.device, sizes: dict, tiny: bool, budget: Budget, share: float,
                     cuda_ops_ok: bool | None) -> dict:
     """Seconds per NCSN++ forward (knee config) per path, precision and batch."""
-    import perf
+    from score_mri import perf
 
     config = load_config(KNEE, tiny)
     model = perf.prepare_model_for_inference(make_model(config, device), device)
@@ -297,7 +297,7 @@ def section_forward(device: torch.device, sizes: dict, tiny: bool, budget: Budge
 def _problem(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A smooth random [1, 1, S, S] image in [0, 1], a gaussian1d x4 mask (seed 0) and its k-space."""
     import utils
-    from operators import SingleCoilCartesian
+    from score_mri.physics.operators import SingleCoilCartesian
 
     g = torch.Generator().manual_seed(3)
     low = torch.rand(1, 1, size // 8, size // 8, generator=g)
@@ -358,7 +358,7 @@ def time_algorithm2(model, config, device: torch.device, size: int, N: int, pred
 def section_algorithm2(device: torch.device, sizes: dict, tiny: bool, budget: Budget, share: float,
                        paper: bool) -> dict:
     """Few-step rows (``paper=False``) or the paper's N=2000 row (``paper=True``) of Algorithm 2."""
-    import perf
+    from score_mri import perf
 
     emb = load_config(EMBEDDED, tiny)
     few = {"N": TINY["few_N"] if tiny else int(emb.sampling.N), "predictor": emb.sampling.predictor,
@@ -399,7 +399,7 @@ def section_algorithm2(device: torch.device, sizes: dict, tiny: bool, budget: Bu
 
 def section_training(device: torch.device, sizes: dict, tiny: bool, budget: Budget, share: float) -> dict:
     """Training steps per second for the knee and the embedded config (each at its own batch and size)."""
-    import losses
+    from score_mri.training import losses
     import sde_lib
     from models.ema import ExponentialMovingAverage
 

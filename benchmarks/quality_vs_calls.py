@@ -28,10 +28,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import sampling  # noqa: E402
-from cli import DEFAULT_CKPT, DEFAULT_CONFIG, load_config  # noqa: E402
-from metrics import psnr, ssim  # noqa: E402
-from operators import MultiCoilCartesian, SingleCoilCartesian  # noqa: E402
-from recon import load_model, reconstruct, simulate_mask  # noqa: E402
+from score_mri.cli.flags import DEFAULT_CKPT, DEFAULT_CONFIG, load_config  # noqa: E402
+from score_mri.metrics import psnr, ssim  # noqa: E402
+from score_mri.physics.operators import MultiCoilCartesian, SingleCoilCartesian  # noqa: E402
+from score_mri.recon import load_model, reconstruct, simulate_mask  # noqa: E402
 
 CASES = {  # name -> (sample file, sampler, crop)
     "real": ("samples/real/retrospective/002.npy", "real", 128),

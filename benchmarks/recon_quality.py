@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import metrics  # noqa: E402
+from score_mri import metrics  # noqa: E402
 from benchmarks import classical  # noqa: E402
 
 MASKS_FULL = ("gaussian1d:4", "uniform1d:4", "gaussian1d:8", "uniform1d:8")
@@ -208,8 +208,8 @@ def run_model(case: Case, script: str, spec: str, mask: np.ndarray, N: int, t0: 
     """
     import torch
 
-    import inference_common as ic
-    import recon
+    from score_mri.cli import common as ic
+    from score_mri import recon
     import utils
 
     mask_type, acc = spec.split(":")
@@ -280,9 +280,11 @@ def markdown(result: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
-    import inference_common as ic
+    from score_mri.cli import common as ic
 
-    p = ic.cli.Parser(description=__doc__.splitlines()[0])  # usage errors: one line, exit status 2
+    from score_mri.cli.flags import Parser
+
+    p = Parser(description=__doc__.splitlines()[0])  # usage errors: one line, exit status 2
     p.add_argument("--N", type=int, nargs="+", default=None,
                    help="score-MRI step counts (default 20 50 100; --quick 10; --tiny 3)")
     p.add_argument("--t0", type=float, nargs="*", default=[], help="also run the few-step mode from each t0")

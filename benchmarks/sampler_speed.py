@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cli  # noqa: E402
+from score_mri.cli import flags as cli  # noqa: E402
 from fastmri_utils import center_crop  # noqa: E402
 from benchmarks import common  # noqa: E402
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     if any(a not in SAMPLES for a in algs):
         p.error(f"--algs takes numbers from {sorted(SAMPLES)}")
 
-    import perf
+    from score_mri import perf
     if not args.plain:
         perf.configure_cpu_allocator()
     if args.threads:

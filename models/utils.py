@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from registry import lookup, registrar
+from models.registry import lookup, registrar
 
 _MODELS: dict[str, type] = {}
 
@@ -72,11 +72,9 @@ def get_score_fn(sde, model: torch.nn.Module, train: bool = False,
     discrete -> labels = round((T - t) * (N - 1)), an index into the descending ``sigmas``
     (t = T is sigma_max). Other SDE classes raise NotImplementedError.
     """
-    import sde_lib  # written by another part of the project; imported lazily
-
     model_fn = get_model_fn(model, train=train)
 
-    if isinstance(sde, sde_lib.VESDE):
+    if type(sde).__name__ == "VESDE" or hasattr(sde, "discrete_sigmas"):  # VE-SDE, named without importing it
         def score_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if continuous:
                 labels = sde.marginal_prob(torch.zeros_like(x), t)[1]  # sigma(t), [B]

@@ -111,7 +111,7 @@ def get_config():
 def write_tiny_model(directory: Path, name: str = "tiny", nf: int = 8, sampling: dict | None = None
                      ) -> tuple[Path, Path]:
     """Write a tiny config file and a random-weight checkpoint (seed 0) for it; return their paths."""
-    from cli import load_config
+    from score_mri.cli.flags import load_config
     from models import utils as mutils
     from models.checkpoint import save_checkpoint
     from models.ema import ExponentialMovingAverage

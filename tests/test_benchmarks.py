@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 
-import io_utils
+from score_mri.io import readers as io_utils
 import pytest
 import torch
 
@@ -122,7 +122,7 @@ def test_bart_pics_improves_on_zero_filled_and_keeps_measured_kspace(cases, fami
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A random-weight tiny NCSN++ checkpoint and its config file."""
-    from inference_common import load_config
+    from score_mri.cli.common import load_config
     from models import utils as mutils
     from models.checkpoint import save_checkpoint
     from models.ema import ExponentialMovingAverage

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-import operators as ops
+from score_mri.physics import operators as ops
 
 DT = torch.complex128
 

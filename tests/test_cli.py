@@ -95,7 +95,7 @@ def make_input(tmp_path: Path, key: str, fmt: str) -> tuple[Path, str, tuple[int
             f["kspace"] = ksp if multi else ksp[:, 0]              # single-coil files: [slices, H, W]
         return path, "case_s1", (SIZE, SIZE)
     assert fmt == "cfl"
-    from io_utils import write_cfl
+    from score_mri.io.readers import write_cfl
     coils = coil_images() if multi else phantom()[None]
     ksp = fft2c(coils)                                              # [C, H, W]
     write_cfl(tmp_path / "case", np.moveaxis(ksp, 0, -1)[None])     # BART [1, H, W, C]
@@ -125,7 +125,7 @@ def script(key: str):
 
 def run_inproc(key: str, tiny: dict, *args: str, capsys=None) -> tuple[int, str, str]:
     """Call the script's main() in-process; return (exit status, stdout, stderr)."""
-    import inference_common as ic
+    from score_mri.cli import common as ic
     argv = ["--config", str(tiny["config"]), "--ckpt", str(tiny["ckpt"]), "--device", "cpu", "--N", "2", *args]
     status = 0
     try:
@@ -197,7 +197,7 @@ def test_script_end_to_end(tmp_path, tiny, capsys, monkeypatch, key, fmt):
 
 def test_zero_filled_metrics_match_label(tmp_path, tiny, capsys):
     """The saved metrics are the fastMRI metrics of the saved images."""
-    import metrics
+    from score_mri import metrics
     data, name, _ = make_input(tmp_path, "single-coil", "npy")
     status, out, _ = run_inproc("single-coil", tiny, "--data", str(data), "--save_dir", str(tmp_path / "o"),
                                 "--acc_factor", "2", capsys=capsys)
@@ -423,7 +423,7 @@ def test_non_finite_float_flags_are_refused(tmp_path, tiny, capsys, flag, value)
 
 
 def test_save_dir_that_is_a_file_is_refused_before_the_model_loads(tmp_path, tiny, capsys, monkeypatch):
-    import recon
+    from score_mri import recon
     data, _, _ = make_input(tmp_path, "real", "npy")
     (tmp_path / "afile").write_text("x")
     monkeypatch.setattr(recon, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -468,7 +468,7 @@ def test_result_set_is_replaced_whole_and_dead_scratch_removed(tmp_path, tiny, c
 
 
 def test_oversized_input_is_refused_by_the_memory_estimate(tmp_path, tiny, capsys, monkeypatch):
-    import recon
+    from score_mri import recon
     data, _, _ = make_input(tmp_path, "real", "npy")
     monkeypatch.setattr(recon, "available_memory", lambda device: 1 << 20)  # a 1 MiB machine
     monkeypatch.setattr(recon, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -478,8 +478,8 @@ def test_oversized_input_is_refused_by_the_memory_estimate(tmp_path, tiny, capsy
 
 
 def test_memory_estimate_grows_with_size_and_batch():
-    import recon
-    from cli import load_config
+    from score_mri import recon
+    from score_mri.cli.flags import load_config
     config = load_config(REPO / "configs" / "ve" / "colin27_ncsnpp_small.py")
     small, big = recon.estimate_memory(config, (320, 320), 1), recon.estimate_memory(config, (4096, 4096), 1)
     assert big > 50 * 2 ** 30 > small  # 4096^2: the bottleneck attention alone is far beyond a workstation

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import datasets
+from score_mri.training import datasets
 
 CH2 = Path("/usr/share/mricron/templates/ch2.nii.gz")
 

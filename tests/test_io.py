@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from io_utils import UserError, cfl_to_kspace, read_cfl, read_h5, read_npy, write_cfl
+from score_mri.io.readers import UserError, cfl_to_kspace, read_cfl, read_h5, read_npy, write_cfl
 
 
 def test_cfl_round_trip(tmp_path):

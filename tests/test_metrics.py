@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-import metrics
+from score_mri import metrics
 
 
 @pytest.fixture

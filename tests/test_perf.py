@@ -9,7 +9,7 @@ import ml_collections
 import pytest
 import torch
 
-import perf
+from score_mri import perf
 from benchmarks import common
 from models import utils as mutils
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import sampling
-from operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
-from phase import PhaseDemodulated, calibration_size, estimate_phase, modulate
+from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
+from score_mri.physics.phase import PhaseDemodulated, calibration_size, estimate_phase, modulate
 import test_cli
 from test_cli import coil_images, run_inproc, tiny  # noqa: F401  (tiny: the random-weight model fixture)
 from test_sampling import ToyGaussianScore, coil_maps, column_mask, smooth_image

@@ -18,8 +18,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-import losses  # noqa: E402
-import run_lib  # noqa: E402
+from score_mri.training import losses  # noqa: E402
+from score_mri.training import run_lib  # noqa: E402
 import sde_lib  # noqa: E402
 from configs.ve.fastmri_knee_320_ncsnpp_continuous import get_config as knee_config  # noqa: E402
 from models import utils as mutils  # noqa: E402
@@ -310,7 +310,7 @@ def test_wall_clock_snapshots(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_without_checkpoint(tmp_path):
-    import datasets
+    from score_mri.training import datasets
     with pytest.raises(datasets.DatasetError, match=r"slice_\d{3}\.npy contains NaN or Inf"):  # data: named
         run_lib.train(tiny_config(make_slices(tmp_path / "nan_data", nan=True)), tmp_path / "nan_data_run")
     data = make_slices(tmp_path / "data", overflow=True)  # finite data (as stored), non-finite loss
@@ -326,7 +326,8 @@ def test_evaluate_writes_held_out_loss_and_samples(tmp_path):
     config = tiny_config(data, **{"training.n_iters": 2, "eval.enable_sampling": True})
     config.eval.grid_samples = 4
     run_lib.train(config, tmp_path / "e")
-    results = run_lib.evaluate(config, tmp_path / "e", "ev")
+    from score_mri.training import eval_lib
+    results = eval_lib.evaluate(config, tmp_path / "e", "ev")
     assert len(results) == 1 and results[0]["step"] == 2 and results[0]["n_slices"] == 2  # slices 0 and 10
     assert np.isfinite(results[0]["eval_loss"])
     assert (tmp_path / "e/ev/eval_results.json").is_file()
@@ -407,7 +408,7 @@ import hashlib, json, os, sys, time
 sys.path.insert(0, {repo!r})
 sys.path.insert(0, {here!r})
 import torch
-import run_lib
+from score_mri.training import run_lib
 from test_training import tiny_config
 from pathlib import Path
 real_save = run_lib.save_checkpoint

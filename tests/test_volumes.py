@@ -55,7 +55,7 @@ def make_volume(path: Path, slices: int, seed: int, target: bool = True) -> np.n
 
 def run_inproc(tiny: dict, *args: str, capsys=None) -> tuple[int, str, str]:
     """inference_real.py's main() in-process; (exit status, stdout, stderr)."""
-    import inference_common as ic
+    from score_mri.cli import common as ic
     spec = importlib.util.spec_from_file_location("_vol_real", REPO / "inference_real.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -88,7 +88,7 @@ def psnr_fastmri(gt: np.ndarray, pred: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------- units
 
 def test_parse_slices_and_indices():
-    from io_utils import UserError, parse_slices, slice_indices
+    from score_mri.io.readers import UserError, parse_slices, slice_indices
     assert parse_slices(None) is None and parse_slices("3") == 3 and parse_slices("-1") == -1
     assert slice_indices(parse_slices("all"), 5, Path("f")) == [0, 1, 2, 3, 4]
     assert slice_indices(parse_slices("1:3"), 5, Path("f")) == [1, 2]
@@ -105,7 +105,7 @@ def test_parse_slices_and_indices():
 
 
 def test_default_threads_shares_idle_cores(monkeypatch):
-    import batch
+    from score_mri.cli import batch
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     assert batch.default_threads({}) == 8
@@ -131,7 +131,7 @@ def test_threads_flag_applies_to_the_run_only(tmp_path, tiny, capsys):
 def test_progress_lines_off_a_terminal():
     import io
 
-    from progress import Progress
+    from score_mri.cli.progress import Progress
     stream = io.StringIO()
     bar = Progress(100, "vol_s3", stream=stream)
     for _ in range(100):
@@ -150,8 +150,8 @@ def test_assemble_volume_scores_like_fastmri_evaluate(tmp_path):
     """Non-square slices: target and reconstruction are centre-cropped to W x W, then scored as a volume."""
     import h5py
 
-    import batch
-    import metrics
+    from score_mri.cli import batch
+    from score_mri import metrics
     rng = np.random.RandomState(0)
     target = rng.rand(3, 40, 24).astype(np.float32) * 7
     root = tmp_path / "r"
@@ -184,7 +184,7 @@ def test_slice_all_writes_fastmri_volume_and_metrics(tmp_path, tiny, capsys):
     root = out / ROOT
     import h5py
 
-    import metrics
+    from score_mri import metrics
     with h5py.File(root / "reconstructions" / "vol.h5", "r") as f:
         rec = f["reconstruction"][()]
         assert list(f.attrs["slices"]) == [0, 1, 2]

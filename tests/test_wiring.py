@@ -214,7 +214,7 @@ SCRIPTS = {"real": "inference_real.py", "single-coil": "inference_single-coil.py
 
 def run_cli(key: str, tiny: dict, tmp_path: Path, *flags: str) -> dict:
     """An inference script in-process with the tiny model (input: a magnitude or a complex 32 x 32 image)."""
-    import inference_common as ic
+    from score_mri.cli import common as ic
     spec = importlib.util.spec_from_file_location(f"_wiring_{key.replace('-', '_')}", REPO / SCRIPTS[key])
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

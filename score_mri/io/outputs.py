@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from io_utils import UserError
+from score_mri.errors import UserError
 
 __all__ = ["check_save_dir", "magnitude", "metrics_of", "save_results", "write_atomic", "write_volume"]
 
@@ -37,7 +37,7 @@ def check_save_dir(root: Path) -> None:
 
 def metrics_of(label: np.ndarray | None, img: np.ndarray) -> dict | None:
     """fastMRI PSNR/SSIM/NMSE of a magnitude image against the label's magnitude (None without a label)."""
-    import metrics
+    from score_mri import metrics
     if label is None:
         return None
     return metrics.evaluate(magnitude(label).astype(np.float64), magnitude(img).astype(np.float64))

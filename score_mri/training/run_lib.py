@@ -1,7 +1,7 @@
-"""Training and evaluation loops for the score prior (Song et al. 2021; Chung & Ye 2022, Eq. 5).
+"""Training loop for the score prior (Song et al. 2021; Chung & Ye 2022, Eq. 5).
 
 ``train(config, workdir)`` runs denoising score matching for ``config.training.n_iters`` steps with
-resumable, atomic snapshots; ``evaluate(config, workdir, eval_folder)`` reports the held-out loss of
+resumable, atomic snapshots; ``eval_lib.evaluate(config, workdir, eval_folder)`` reports the held-out loss of
 saved checkpoints (EMA weights) and optionally draws unconditional samples (Algorithm 1).
 
 Multi-process training: launched by torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment)
@@ -21,37 +21,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import datasets
-import losses
-import sde_lib
-from models import utils as mutils
+from score_mri.training import datasets
+from score_mri.training import losses
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from io_utils import UserError  # noqa: F401  (re-exported: main_fastmri reports it in one line)
-from models.ema import ExponentialMovingAverage
-from process_group import ProcessGroup
-from utils import get_data_scaler
-
-TRAIN_DEFAULTS = {
-    "n_iters": 0,                 # optimisation steps; 0: config.training.epochs passes over the slices
-    "snapshot_freq": 50000,       # numbered checkpoint checkpoints/checkpoint_<step // snapshot_freq>.pth
-    "snapshot_freq_for_preemption": 5000,  # checkpoints-meta/checkpoint.pth every this many steps ...
-    "snapshot_minutes": 3.0,      # ... or every this many minutes of wall time, whichever comes first
-    "snapshot_sampling": False,   # draw samples (EMA weights) at every numbered checkpoint
-    "log_freq": 25,
-    "eval_freq": 0,               # held-out loss of one batch every this many steps (0: never)
-    "bf16": False,                # bf16 autocast of the model forward (CPU or CUDA)
-    "init_from": "",              # a fresh run starts from these weights (model + ema), e.g. a shipped prior
-    "continuous": True,
-    "reduce_mean": False,
-    "likelihood_weighting": False,
-    "sde": "vesde",
-}
-
-
-def train_option(config, name: str):
-    """``config.training.<name>``, or its default from ``TRAIN_DEFAULTS`` when absent."""
-    return config.training.get(name, TRAIN_DEFAULTS[name])
-
+from score_mri.errors import UserError  # noqa: F401  (re-exported: main_fastmri reports it in one line)
+from score_mri.process_group import ProcessGroup
+from score_mri.utils import get_data_scaler
+from score_mri.training.state import (TRAIN_DEFAULTS, Log, build, numbered_checkpoints,  # noqa: F401
+                                      sample_to_dir, train_option)
 
 # ----------------------------------------------------------------------------------------------
 # Set-up helpers
@@ -87,22 +64,6 @@ class _Dist(ProcessGroup):
         return t.item() / self.world_size
 
 
-class _Log:
-    """Rank-0 logger: stdout (through tqdm) and ``<workdir>/stdout.txt``."""
-
-    def __init__(self, workdir: Path, enabled: bool):
-        self.enabled = enabled
-        self.path = workdir / "stdout.txt"
-
-    def __call__(self, msg: str) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-        tqdm.write(msg)
-        with open(self.path, "a") as f:
-            f.write(msg + "\n")
-
-
 def _check_config(config) -> None:
     """Reject configurations this trainer cannot run, with a one-line reason."""
     t = config.training
@@ -126,19 +87,6 @@ def _check_config(config) -> None:
     for k in ("snapshot_freq", "snapshot_freq_for_preemption", "log_freq"):
         if int(train_option(config, k)) < 1:
             raise UserError(f"config.training.{k} must be >= 1")
-
-
-def _build(config, device: torch.device):
-    """Model (initialised from ``config.seed`` without touching global RNG), EMA, optimizer, SDE."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(config.seed))
-        model = mutils.create_model(config, device=torch.device("cpu"))
-    model = model.to(device)
-    ema = ExponentialMovingAverage(model.parameters(), decay=config.model.ema_rate)
-    optimizer = losses.get_optimizer(config, model.parameters())
-    sde = sde_lib.VESDE(sigma_min=config.model.sigma_min, sigma_max=config.model.sigma_max,
-                        N=config.model.num_scales)
-    return model, ema, optimizer, sde
 
 
 def _load_training_state(path: Path, model, ema, optimizer, device) -> dict:
@@ -181,7 +129,7 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
     if ddp.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         meta_path.parent.mkdir(parents=True, exist_ok=True)
-    log = _Log(workdir, ddp.is_main)
+    log = Log(workdir, ddp.is_main)
 
     # Data: each rank its own shard and its own augmentation stream (seed + rank).
     train_iter, eval_ds = datasets.get_dataset(config, rank=ddp.rank, world_size=ddp.world_size)
@@ -193,7 +141,7 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
         per_step = int(config.training.batch_size) * ddp.world_size
         n_iters = int(config.training.epochs) * math.ceil(train_iter.n_total / per_step)
 
-    model, ema, optimizer, sde = _build(config, device)
+    model, ema, optimizer, sde = build(config, device)
     generator = torch.Generator().manual_seed(int(config.seed) + ddp.rank)  # t and z of the loss
     eval_generator = torch.Generator().manual_seed(int(config.seed) + 10_000 + ddp.rank)
     step = 0
@@ -312,7 +260,7 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
                 snapshot(numbered, meta)
                 last_snapshot = time.monotonic()
                 if numbered and ddp.is_main and train_option(config, "snapshot_sampling"):
-                    _sample_to_dir(config, model, ema, sde, workdir / "samples" / f"iter_{step}",
+                    sample_to_dir(config, model, ema, sde, workdir / "samples" / f"iter_{step}",
                                    n=int(config.training.batch_size), log=log)
             if stop:
                 log(f"stop requested: snapshot written at step {step}")
@@ -324,71 +272,11 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
     return {"model": model, "ema": ema, "step": state["step"], "loss": loss_value}
 
 
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------
-
-def _numbered_checkpoints(workdir: Path) -> dict[int, Path]:
-    """``<workdir>/checkpoints/checkpoint_<n>.pth`` by n."""
-    numbered = {}
-    for p in (workdir / "checkpoints").glob("checkpoint_*.pth"):
-        try:
-            numbered[int(p.stem.split("_")[-1])] = p
-        except ValueError:
-            continue
-    return numbered
-
-
 def _fallback_hint(workdir: Path) -> str:
     """What a failed resume can fall back to: the numbered checkpoints (same layout as the snapshot), oldest first."""
-    numbered = _numbered_checkpoints(workdir)
+    numbered = numbered_checkpoints(workdir)
     if not numbered:
         return f"no numbered checkpoint to fall back to in {workdir / 'checkpoints'}"
     names = ", ".join(numbered[n].relative_to(workdir).as_posix() for n in sorted(numbered))
     return (f"numbered checkpoints to fall back to (copy one over checkpoints-meta/checkpoint.pth to resume "
             f"from it): {names}")
-
-
-def _save_grid(x: np.ndarray, path: Path) -> None:
-    """Save [N, 1, H, W] images in [0, 1] as one PNG grid."""
-    from PIL import Image
-    n, _, H, W = x.shape
-    ncol = int(math.ceil(math.sqrt(n)))
-    nrow = int(math.ceil(n / ncol))
-    pad = 2
-    grid = np.ones((nrow * (H + pad) + pad, ncol * (W + pad) + pad), dtype=np.float32)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        grid[pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = x[i, 0]
-    Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(path)
-
-
-def _sample_to_dir(config, model, ema, sde, out_dir: Path, n: int, log, seed: int | None = None) -> bool:
-    """Unconditional PC samples (Algorithm 1) -> ``out_dir/sample.{npy,png}`` (EMA weights swapped in if given)."""
-    import sampling
-
-    shape = (n, config.data.num_channels, config.data.image_size, config.data.image_size)
-    inverse_scaler = (lambda x: (x + 1.0) / 2.0) if config.data.centered else (lambda x: x)
-    generator = torch.Generator().manual_seed(int(config.seed) if seed is None else seed)
-    sampler = sampling.get_sampling_fn(config, sde, shape, inverse_scaler, 1e-3, generator=generator)
-    if ema is not None:
-        ema.store(model.parameters())
-        ema.copy_to(model.parameters())
-    try:
-        with torch.no_grad():
-            out = sampler(model)
-    finally:
-        if ema is not None:
-            ema.restore(model.parameters())
-    x = out[0].detach().float().cpu().numpy()  # (samples, network evaluations)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "sample.npy", x)
-    _save_grid(np.clip(x, 0, 1), out_dir / "sample.png")
-    log(f"samples written to {out_dir}")
-    return True
-
-
-def evaluate(config, workdir: str, eval_folder: str = "eval") -> list[dict]:
-    """Held-out loss (and samples) of a run's checkpoints: see :func:`eval_lib.evaluate`."""
-    from eval_lib import evaluate as _evaluate
-    return _evaluate(config, workdir, eval_folder)

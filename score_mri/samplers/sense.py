@@ -14,9 +14,9 @@
   ``'phase_ri'``: the same demodulation, but the state keeps the imaginary residual m = x exp(-i phi) and
   both its parts go through the prior (the residual is small and anatomy-free, so the prior drives it
   towards zero instead of dropping it; robust where the low-resolution phase misses sharp phase changes).
-  ``'ri'`` keeps the paper's real/imaginary parts (``sampling.sample_complex`` etc.).
+  ``'ri'`` keeps the paper's real/imaginary parts (``algorithms.sample_complex`` etc.).
 
-Importing :mod:`sampling` registers these samplers in ``sampling.SAMPLERS``.
+The sampler table (``score_mri.samplers.table.SAMPLERS``) lists these samplers.
 """
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ from typing import Any, Callable
 
 import torch
 
-import sampling
-from operators import SENSE, LinearOperator
-from phase import PhaseDemodulated, demodulate, estimate_phase, modulate
-from sampling import Algorithm, Callback, Result, SamplerSettings, _start_noise, run_algorithm
+from score_mri.physics.operators import SENSE, LinearOperator
+from score_mri.physics.phase import PhaseDemodulated, demodulate, estimate_phase, modulate
+from score_mri.samplers import algorithms as paper
+from score_mri.samplers.algorithms import Algorithm, run_algorithm
+from score_mri.samplers.pc_loop import Callback, Result, SamplerSettings, _start_noise
 
 __all__ = ["SenseCG", "sample_sense", "sample_complex", "sample_ssos", "sample_hybrid"]
 
@@ -171,12 +172,9 @@ def _with_phase_modes(name: str, paper: Callable[..., Result], doc: str) -> Call
 
 
 sample_complex = _with_phase_modes(
-    "complex", sampling.sample_complex, "Algorithm 3; phase modes: the prior on the demodulated image.")
+    "complex", paper.sample_complex, "Algorithm 3; phase modes: the prior on the demodulated image.")
 sample_ssos = _with_phase_modes(
-    "ssos", sampling.sample_ssos, "Algorithm 4; phase modes: each coil image demodulated by its own phase.")
+    "ssos", paper.sample_ssos, "Algorithm 4; phase modes: each coil image demodulated by its own phase.")
 sample_hybrid = _with_phase_modes(
-    "hybrid", sampling.sample_hybrid, "Algorithm 5; phase modes: Kaczmarz step on the re-modulated coil images.")
+    "hybrid", paper.sample_hybrid, "Algorithm 5; phase modes: Kaczmarz step on the re-modulated coil images.")
 
-
-sampling.SAMPLERS.update({"sense": sample_sense, "complex": sample_complex, "ssos": sample_ssos,
-                          "hybrid": sample_hybrid})

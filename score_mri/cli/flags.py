@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from io_utils import UserError
+from score_mri.errors import UserError
 
-REPO = Path(__file__).resolve().parent
-DEFAULT_CONFIG = REPO / "configs" / "ve" / "colin27_ncsnpp_small.py"
-DEFAULT_CKPT = REPO / "weights" / "colin27_ncsnpp_small.pth"
-MASK_TYPES = ("gaussian1d", "uniform1d", "gaussian2d", "uniformrandom2d", "poisson")
+from score_mri.paths import DEFAULT_CKPT, DEFAULT_CONFIG
+from score_mri.physics.masks import MASK_TYPES
 TASKS = ("retrospective", "prospective")
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_CKPT", "MASK_TYPES", "TASKS", "Parser", "load_config", "build_parser",
@@ -177,7 +175,7 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
     ``coils``: a multi-coil script, whose default N is ``config.sampling.N_multi_coil`` when the config
     has one (the paper's 500 for Algorithms 4-5 against 2000 for 2-3). ``extra``: more settings fields.
     """
-    import sampling
+    from score_mri import samplers as sampling
     _check_args(args)
     N_default = config_sampling(config, "N", config.model.num_scales)
     if coils:

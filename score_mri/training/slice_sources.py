@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from fastmri_utils import center_crop
-from io_utils import ifft2c_np
+from score_mri.physics.fft import center_crop
+from score_mri.io.readers import ifft2c_np
 
 DATA_DEFAULTS = {
     "dataset": "fastmri_knee",

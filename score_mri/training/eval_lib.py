@@ -10,17 +10,17 @@ from pathlib import Path
 
 import torch
 
-import datasets
-import losses
-from io_utils import UserError
+from score_mri.training import datasets
+from score_mri.training import losses
+from score_mri.errors import UserError
 from models.checkpoint import CheckpointError, load_checkpoint
-from run_lib import _build, _Log, _numbered_checkpoints, _sample_to_dir, train_option
-from utils import get_data_scaler
+from score_mri.training.state import Log, build, numbered_checkpoints, sample_to_dir, train_option
+from score_mri.utils import get_data_scaler
 
 
 def _select_checkpoints(config, workdir: Path) -> list[Path]:
     """Numbered checkpoints in [eval.begin_ckpt, eval.end_ckpt]; else the meta (latest) one; else the last numbered."""
-    numbered = _numbered_checkpoints(workdir)
+    numbered = numbered_checkpoints(workdir)
     ev = config.get("eval", None)
     begin = ev.get("begin_ckpt", None) if ev is not None else None
     end = ev.get("end_ckpt", None) if ev is not None else None
@@ -52,8 +52,8 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> list[dict]:
     ckpts = _select_checkpoints(config, workdir)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     _, eval_ds = datasets.get_slice_datasets(config)
-    model, ema, _, sde = _build(config, device)
-    log = _Log(workdir, True)
+    model, ema, _, sde = build(config, device)
+    log = Log(workdir, True)
     out_dir.mkdir(parents=True, exist_ok=True)
     loss_fn = losses.get_sde_loss_fn(sde, train=False, reduce_mean=train_option(config, "reduce_mean"),
                                      continuous=True, bf16=bool(train_option(config, "bf16")))
@@ -83,7 +83,7 @@ def evaluate(config, workdir: str, eval_folder: str = "eval") -> list[dict]:
             log(f"{path.name}: no held-out slices (config.data.eval_every=0); loss skipped")
         if enable_sample:
             # the EMA weights are already in the model (ema=None: no swap)
-            res["samples"] = _sample_to_dir(config, model, None, sde, out_dir / path.stem, n=n_samples, log=log)
+            res["samples"] = sample_to_dir(config, model, None, sde, out_dir / path.stem, n=n_samples, log=log)
         results.append(res)
     with open(out_dir / "eval_results.json", "w") as f:
         json.dump(results, f, indent=2)

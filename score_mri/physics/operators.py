@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from fastmri_utils import fft2c, ifft2c
+from score_mri.physics.fft import fft2c, ifft2c
 
 __all__ = ["fft2", "ifft2", "LinearOperator", "SingleCoilCartesian", "MultiCoilCartesian", "CoilMaps", "SENSE",
            "conjugate_gradient", "data_consistency", "data_consistency_real", "kaczmarz_original"]

@@ -18,13 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from fastmri_utils import center_crop
+from score_mri.errors import UserError
+from score_mri.physics.fft import center_crop
 
 BART_COIL_DIM = 3
-
-
-class UserError(ValueError):
-    """Bad user input (a flag, a file, a config, a work directory): one line on stderr, exit status 2."""
 
 
 def check_finite(a: np.ndarray, what: str) -> None:

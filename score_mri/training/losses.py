@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import torch
 
-import sde_lib
+from score_mri import sde as sde_lib
 from models import utils as mutils
 
 EPS_T = 1e-5  # smallest diffusion time drawn during training (the original code)

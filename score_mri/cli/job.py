@@ -1,33 +1,25 @@
-"""What the four ``inference_*.py`` scripts share: a :class:`Script` record and :func:`run` / :func:`main`.
-
-A script only says what is different about its algorithm (sampler name, input kind, the measurement
-convention, extra flags, how to build its operator); flags live in ``cli.py``, input reading in
-``io_utils.py``, the reconstruction in ``recon.py`` and result writing in ``outputs.py``. Bad input raises
-:class:`UserError`, which :func:`main` reports as one line on stderr with exit status 2, before any result
-file is written. One slice runs through :func:`reconstruct_problem`; ``--slice all`` / ``a:b`` and folders of
-``.h5`` files run the same function in a loop (``batch.py``: volumes, resume, torchrun).
-"""
+"""One command's job and the per-slice pipeline: :class:`Script`, :class:`Job`, :func:`prepare`,
+:func:`reconstruct_problem` and the run key that marks a complete result (shared by single slices and volumes)."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-import cli
-import outputs
-from cli import DEFAULT_CKPT, DEFAULT_CONFIG, MASK_TYPES, load_config  # noqa: F401  (public names)
-from io_utils import InputKind, Problem, UserError, list_inputs, parse_slices, read_problem, resolve_data
+from score_mri.cli import flags as cli
+from score_mri.cli.flags import load_config
+from score_mri.errors import UserError
+from score_mri.io import outputs
+from score_mri.io.readers import InputKind, Problem
 
-REPO = Path(__file__).resolve().parent
 N_PROGRESS = 6  # progress images saved per run (recon_progress/)
 
-__all__ = ["UserError", "Script", "Context", "Job", "load_config", "prepare", "run", "reconstruct_problem",
-           "run_key", "main"]
+__all__ = ["UserError", "Script", "Context", "Job", "load_config", "prepare", "reconstruct_problem", "run_key",
+           "existing_key", "root_of", "load_model", "check_problem"]
 
 
 @dataclass
@@ -60,7 +52,7 @@ def check_problem(job: "Job", problem: Problem) -> None:
     """Refuse (UserError) an image size the model cannot take or whose network call would not fit in memory."""
     _check_size(job.config, problem.image.shape[-2:])
     if not job.args.skip_memory_check:
-        import recon
+        from score_mri import recon
         script, settings = job.script, job.settings
         coils = problem.image.shape[0] if script.input.coils else 1
         parts = 1 if script.sampler == "real" or settings.complex_mode == "phase" else 2  # phase: real state
@@ -132,53 +124,9 @@ def root_of(job: Job, task: str) -> tuple[str, Path]:
     return kind, Path(job.args.save_dir) / kind
 
 
-def run(script: Script, argv: list[str] | None = None) -> dict:
-    """Parse flags, reconstruct, write the results and print a one-line summary; returns the metrics record.
-
-    ``--slice all`` / ``a:b`` or a folder / glob in ``--data`` runs the volume driver (``batch.py``).
-    """
-    import torch
-
-    import batch
-    job = prepare(script, argv)
-    threads = torch.get_num_threads()
-    batch.configure_threads(job.args.threads)
-    try:
-        return _run(job)
-    finally:
-        torch.set_num_threads(threads)  # an in-process caller keeps its own thread count
-
-
-def _run(job: Job) -> dict:
-    """:func:`run` after the flags: one slice here, volumes and folders in ``batch.run_batch``."""
-    script, args = job.script, job.args
-    spec = parse_slices(args.slice)
-    files = list_inputs(args.data)
-    if files is not None or isinstance(spec, slice):
-        import batch
-        spec = slice(None) if spec is None else spec  # a folder or glob: every slice unless --slice says
-        files = files or [resolve_data(args.data, script.input, getattr(args, "task", None), REPO)]
-        return batch.run_batch(job, files, spec)
-    path = resolve_data(args.data, script.input, getattr(args, "task", None), REPO)
-    problem = read_problem(path, script.input, getattr(args, "task", None), spec, int(job.config.data.image_size))
-    if args.faithful and script.input.coils and path.suffix == ".npy":
-        import torch
-        import utils  # the original's normalize_complex (phase squashed into [0, 1]) on its own inputs
-        problem.image = utils.normalize_complex_original(torch.from_numpy(problem.image)).numpy()
-    _, root = root_of(job, problem.task)
-    outputs.check_save_dir(root)
-    check_problem(job, problem)
-    old, key = existing_key(root, problem.name), run_key(job, path, problem.name)
-    if old is not None and old != key and not args.overwrite:
-        changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
-        raise UserError(f"{root} already holds a result {problem.name} written with other settings "
-                        f"({', '.join(changed[:4])}): add --overwrite to replace it, or choose another --save_dir")
-    return reconstruct_problem(job, load_model(job), problem)
-
-
 def load_model(job: Job):
     """The score model of the job's config and checkpoint on its device (loaded once per command)."""
-    import recon
+    from score_mri import recon
     return recon.load_model(job.config, job.args.ckpt, job.opts.device)
 
 
@@ -186,9 +134,9 @@ def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> 
     """The per-slice pipeline: measurements, operator, sampler, result files; returns the metrics record."""
     import torch
 
-    import progress as progress_mod
-    import recon
-    import utils
+    from score_mri.cli import progress as progress_mod
+    from score_mri import recon
+    from score_mri import utils
     script, args, settings, opts = job.script, job.args, job.settings, job.opts
     kind, root = root_of(job, problem.task)
     check_problem(job, problem)
@@ -259,25 +207,3 @@ def _save(args, settings, opts, problem: Problem, kind: str, root: Path, rec, ct
         summary = f"{name}: recon (no label)"
     print(f"{summary} in {rec.seconds:.0f} s ({rec.network_calls} network calls) -> {root}")
     return record
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Print a warning as one line ``warning: <message>`` (no source line) on stderr."""
-    (file or sys.stderr).write(f"warning: {str(message).splitlines()[0]}\n")
-
-
-def main(script: Script, argv: list[str] | None = None) -> None:
-    """Entry point of a script: bad input -> one line on stderr and exit status 2, no result files."""
-    import warnings
-    warnings.showwarning = _one_line_warning
-    try:
-        run(script, argv)
-    except UserError as e:
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
-    except FloatingPointError as e:
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(3)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)

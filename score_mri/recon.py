@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-import sampling
-from io_utils import UserError
+from score_mri import samplers as sampling
+from score_mri.errors import UserError
 
 __all__ = ["Reconstruction", "load_model", "simulate_mask", "to_image", "reconstruct"]
 
@@ -31,7 +31,7 @@ def load_model(config, ckpt: str | Path, device: str) -> torch.nn.Module:
     from models import utils as mutils
     from models.checkpoint import CheckpointError, load_model_weights
 
-    import perf
+    from score_mri import perf
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")
@@ -55,12 +55,12 @@ def simulate_mask(shape: tuple[int, ...], mask_type: str, acc_factor: float, cen
 
     ``faithful``: the original's Poisson mask (sigpy seed 0 whatever the seed); other types are unchanged.
     """
-    import utils
+    from score_mri.physics import masks
     H, W = shape[-2:]
     if not mask_type.endswith("1d") and H != W:
         raise UserError(f"mask type {mask_type} needs a square image, got {H}x{W}")
     try:
-        mask = utils.get_mask(torch.zeros(1, 1, H, W), W, 1, type=mask_type, acc_factor=acc_factor,
+        mask = masks.get_mask(torch.zeros(1, 1, H, W), W, 1, type=mask_type, acc_factor=acc_factor,
                               center_fraction=center_fraction, seed=seed, faithful=faithful)
     except ValueError as e:
         raise UserError(f"cannot build a {mask_type} mask: {e}".splitlines()[0]) from None

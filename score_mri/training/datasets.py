@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from slice_sources import (DATA_DEFAULTS, NORMALIZE_MODES, DatasetError, _describe,  # noqa: F401 (re-exported)
+from score_mri.training.slice_sources import (DATA_DEFAULTS, NORMALIZE_MODES, DatasetError, _describe,  # noqa: F401 (re-exported)
                            _folder_items, _h5_items, _load_nifti, _nifti_files, _nifti_items, _normalizer,
                            _read_h5, _read_npy, _read_png, _split, _volume_cache, data_option, normalize_slice)
 

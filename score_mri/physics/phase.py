@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from operators import LinearOperator, _restrict
+from score_mri.physics.operators import LinearOperator, _restrict
 
 __all__ = ["calibration_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated"]
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import torch
 
-from io_utils import UserError
-from utils import calib_width
+from score_mri.errors import UserError
+from score_mri.physics.masks import calib_width
 
 
 def espirit(ksp: np.ndarray, width: int) -> np.ndarray:
@@ -23,7 +23,7 @@ def coil_maps(ctx, from_full: bool = False) -> torch.Tensor:
     By default the maps come from the measured (masked) k-space, calibrated on its fully sampled centre;
     ``from_full`` calibrates on the fully sampled k-space as the original did (leaks the ground truth).
     """
-    from fastmri_utils import fft2c
+    from score_mri.physics.fft import fft2c
 
     p = ctx.problem
     if from_full and p.task != "retrospective":

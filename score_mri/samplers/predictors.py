@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 
 import torch
 
-import sde_lib
-from registry import lookup, registrar
-from sde_lib import batch_expand
+from score_mri import sde as sde_lib
+from models.registry import lookup, registrar
+from score_mri.sde import batch_expand
 
 __all__ = [
     "Predictor", "Corrector", "ReverseDiffusionPredictor", "AncestralSamplingPredictor", "EulerMaruyamaPredictor",

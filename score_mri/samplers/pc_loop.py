@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-import sde_lib
-from predictors import _randn, _real_dtype, get_corrector, get_predictor
+from score_mri import sde as sde_lib
+from score_mri.samplers.predictors import _randn, _real_dtype, get_corrector, get_predictor
 
 Callback = Callable[[int, int, torch.Tensor], None]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-import outputs
-from fastmri_utils import center_crop
-from io_utils import UserError, h5_slice_count, read_problem, slice_indices
-from process_group import ProcessGroup
-from progress import log
+from score_mri.io import outputs
+from score_mri.physics.fft import center_crop
+from score_mri.errors import UserError
+from score_mri.io.readers import h5_slice_count, read_problem, slice_indices
+from score_mri.process_group import ProcessGroup
+from score_mri.cli import job as ic
+from score_mri.cli.progress import log
 
 __all__ = ["configure_threads", "default_threads", "Dist", "run_batch", "assemble_volume"]
 
@@ -76,7 +78,6 @@ class Item:
 
 def _candidate_roots(job) -> list[Path]:
     """Result folders a slice may land in (the real algorithm's task may be detected per file)."""
-    import inference_common as ic
     task = getattr(job.args, "task", None)
     if job.script.input.real_valued and task is None:
         return [ic.root_of(job, t)[1] for t in ("retrospective", "prospective")]
@@ -85,7 +86,6 @@ def _candidate_roots(job) -> list[Path]:
 
 def _items(job, files: list[Path], spec) -> list[Item]:
     """Every selected slice of every file; a result of the same name and settings is marked done."""
-    import inference_common as ic
     items, stems = [], {}
     for path in files:
         if path.suffix.lower() not in (".h5", ".hdf5"):
@@ -115,7 +115,6 @@ def _items(job, files: list[Path], spec) -> list[Item]:
 
 def run_batch(job, files: list[Path], spec) -> dict:
     """Reconstruct the selected slices of ``files`` (split over torchrun ranks), then assemble the volumes."""
-    import inference_common as ic
     dist = Dist()
     quiet = job.args.quiet
     try:
@@ -186,7 +185,7 @@ def _target(path: Path, indices: list[int], label: np.ndarray | None, shape: tup
 
 def assemble_volume(path: Path, root: Path, indices: list[int]) -> dict:
     """Write ``<root>/reconstructions/<stem>.h5`` from the slices' results; its metrics record."""
-    import metrics
+    from score_mri import metrics
     names = [f"{path.stem}_s{i}" for i in indices]
     recon = _stack(root, "recon", names)                                      # [S, H, W] input units
     zf, label = _stack(root, "input", names), _stack(root, "label", names)
@@ -230,7 +229,6 @@ def _markdown(volumes: list[dict]) -> str:
 
 def _assemble_all(job, files: list[Path], items: list[Item]) -> dict:
     """Assemble every volume, write summary.json / summary.md per results folder, print one line each."""
-    import inference_common as ic
     by_root: dict[Path, list[dict]] = {}
     for path in files:
         mine = [it for it in items if it.path == path]
