@@ -142,7 +142,7 @@ def run_batch(job, files: list[Path], spec) -> dict:
             for k, it in enumerate(mine, 1):
                 where = f"{it.path.name} slice {it.index}: "
                 problem = read_problem(it.path, job.script.input, getattr(job.args, "task", None), it.index,
-                                       int(job.config.data.image_size))
+                                       int(job.config.data.image_size), coils=getattr(job.args, "coils", None))
                 ic.reconstruct_problem(job, model, problem, tag=f"{prefix}[{k}/{len(mine)}] ")
                 done[it.name] = str(ic.root_of(job, problem.task)[1])
         except (UserError, FloatingPointError) as e:

@@ -62,8 +62,8 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True,
                    help="sample name (looked up in <repo>/samples/<kind>/) or a path to .npy (image), "
-                        ".h5 (fastMRI k-space) or .cfl/.hdr (BART k-space); a folder or a quoted glob of .h5 "
-                        "files runs them all")
+                        ".h5 (fastMRI or ISMRMRD/MRD k-space), .mrd, .dat (Siemens twix) or .cfl/.hdr (BART "
+                        "k-space); a folder or a quoted glob of .h5 files runs them all")
     if task:
         p.add_argument("--task", choices=TASKS, default=None,
                        help="retrospective: simulate the mask on a fully sampled input; prospective: the input is "
@@ -106,6 +106,9 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--slice", default=None,
                    help="slice(s) of an .h5 file: an index, 'all' or a range a:b (end excluded). Default: the "
                         "middle slice of one file, all slices of a folder or glob")
+    p.add_argument("--coils", type=int, default=None, metavar="K",
+                   help="SVD coil compression to K virtual coils before the reconstruction (bounds the time of "
+                        "many-coil data; --coils 1 lets the single-coil scripts take multi-coil raw data)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results of the same name written with other settings (a volume run refuses "
                         "them otherwise; with the same settings it resumes)")

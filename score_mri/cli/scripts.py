@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from score_mri.cli import common as ic
 from score_mri.cli.flags import config_sampling, finite_float, resolve
+from score_mri.io.raw import check_maps
 from score_mri.io.readers import InputKind
 from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
 from score_mri.physics.sens_maps import coil_maps
@@ -62,11 +65,18 @@ def _hybrid_settings(args: argparse.Namespace, config) -> dict:
     return {"m_steps": m_steps, "lamb_schedule": lambda_schedule_linear(args.lamb_start, args.lamb_end)}
 
 
+def _maps(ctx: ic.Context) -> torch.Tensor:
+    """ESPIRiT maps [1, C, H, W] of the run, refused (one line, exit 2) when their coil count is not the data's."""
+    maps = coil_maps(ctx, ctx.args.espirit_from_full)
+    check_maps(ctx.y[0], maps[0])
+    return maps
+
+
 def _hybrid_operator(ctx: ic.Context) -> SENSE:
     """SENSE operator with ESPIRiT maps from the measured calibration region (Algorithm 5)."""
     ctx.record.update(m_steps=_hybrid_settings(ctx.args, ctx.config)["m_steps"], lamb_start=ctx.args.lamb_start,
                       lamb_end=ctx.args.lamb_end, espirit_from_full=ctx.args.espirit_from_full)
-    return SENSE(coil_maps(ctx, ctx.args.espirit_from_full), ctx.mask)
+    return SENSE(_maps(ctx), ctx.mask)
 
 
 def _sense_args(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +89,7 @@ def _sense_operator(ctx: ic.Context) -> SENSE:
     settings, _ = resolve(ctx.args, ctx.config, coils=True)
     ctx.record.update(espirit_from_full=ctx.args.espirit_from_full, complex_mode=settings.complex_mode,
                       cg_iters=settings.cg_iters, gamma=settings.gamma)
-    return SENSE(coil_maps(ctx, ctx.args.espirit_from_full), ctx.mask)
+    return SENSE(_maps(ctx), ctx.mask)
 
 
 REAL = ic.Script(sampler="real", kind="real", input=InputKind("real", coils=False, real_valued=True),

@@ -5,7 +5,8 @@ k-space is ``[C, ky, kx]`` complex64 (readout last) with its centre at ``[ky // 
 the central part of the readout in image space (orthonormal FFTs: white-noise variance per sample kept).
 Pre-whitening maps the data to ``L^-1 d`` with ``L L^H`` the noise-scan covariance scaled to the image
 bandwidth (ratio of dwell times, when both are known): coil noise becomes white, unit variance, uncorrelated.
-Only numpy, h5py, ismrmrd, twixtools and the standard library are imported (torch only if passed in).
+Only numpy, h5py, ismrmrd, twixtools, the standard library and ``score_mri.errors`` are imported (torch
+only if passed in).
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from score_mri.errors import UserError
+
 __all__ = ["RawDataError", "RawKSpace", "read_raw", "read_twix", "read_mrd", "is_mrd", "is_twix",
            "whitening_matrix", "coil_compress", "check_maps"]
 
 
-class RawDataError(ValueError):
-    """A raw data file that cannot be turned into a Cartesian 2-D k-space slice (one-line message)."""
+class RawDataError(UserError):
+    """A raw data file that cannot be turned into a Cartesian 2-D k-space slice (one-line message, exit 2)."""
 
 
 @dataclass

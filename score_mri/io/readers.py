@@ -139,7 +139,8 @@ def read_h5(path: str | Path, slice_index: int | None = None
         raise UserError(f"cannot read HDF5 file {path}: {e}".splitlines()[0]) from None
     with f:
         if "kspace" not in f:
-            raise UserError(f"{path} has no 'kspace' dataset (keys: {sorted(f.keys())})")
+            raise UserError(f"{path} has no 'kspace' dataset (keys: {sorted(f.keys())}): neither a fastMRI nor an "
+                            "ISMRMRD/MRD file")
         kspace = f["kspace"]
         if kspace.ndim not in (3, 4):
             raise UserError(f"{path}: 'kspace' must be [slices, H, W] or [slices, coils, H, W], "
@@ -177,8 +178,10 @@ def parse_slices(text: str | None) -> int | slice | None:
 
 
 def h5_slice_count(path: str | Path) -> int:
-    """Number of slices (``kspace.shape[0]``) of a fastMRI file, without reading the k-space."""
+    """Number of slices (``kspace.shape[0]``) of a fastMRI file, without reading the k-space (or of an MRD file)."""
     import h5py
+    if _is_mrd(Path(path)):
+        return raw_slice_count(Path(path))
     try:
         with h5py.File(path, "r") as f:
             if "kspace" not in f or f["kspace"].ndim not in (3, 4):
@@ -291,14 +294,20 @@ def reader(*suffixes: str) -> Callable:
 
 
 def read_problem(path: Path, kind: InputKind, task: str | None, slice_index: int | None,
-                 image_size: int) -> Problem:
-    """Read ``path`` with the reader registered for its suffix (.npy image, .h5 / .cfl k-space)."""
+                 image_size: int, *, coils: int | None = None) -> Problem:
+    """Read ``path`` with the reader registered for its suffix (.npy image, .h5 / .cfl / raw k-space).
+
+    ``coils``: SVD-compress the coils to this many virtual coils (``--coils``).
+    """
     suffix = path.suffix.lower()
-    if slice_index is not None and suffix not in (".h5", ".hdf5"):
-        raise UserError(f"--slice applies to .h5 inputs only, not {path.name}")
+    if slice_index is not None and suffix not in (".h5", ".hdf5") + RAW_SUFFIXES:
+        raise UserError(f"--slice applies to .h5 and raw (.dat, .mrd) inputs only, not {path.name}")
     if suffix not in _READERS:
         raise UserError(f"unsupported input {path}: expected {', '.join(sorted(_READERS))}")
-    problem = _READERS[suffix](path, kind, task, slice_index, image_size)
+    if suffix in RAW_SUFFIXES or (suffix in (".h5", ".hdf5") and _is_mrd(path)):
+        problem = read_raw_problem(path, kind, task, slice_index, coils)
+    else:
+        problem = _compress(_READERS[suffix](path, kind, task, slice_index, image_size), coils)
     if not np.abs(problem.image).max() > 0:
         raise UserError(f"{path}: the image is all zeros")
     return _finish(problem, kind)
@@ -345,6 +354,77 @@ def _read_cfl_problem(path: Path, kind: InputKind, task: str | None, slice_index
     ksp = cfl_to_kspace(read_cfl(path))
     check_finite(ksp, f"k-space {path}")
     return problem_from_kspace(ksp, None, path.stem, path, task, kind, None)
+
+
+# --------------------------------------------------------------------------- raw scanner data (twix, MRD)
+
+RAW_SUFFIXES = (".dat", ".mrd")
+
+
+def _is_mrd(path: Path) -> bool:
+    """An ISMRMRD/MRD ``.h5`` (told apart from a fastMRI ``.h5`` by content)."""
+    from score_mri.io.raw import is_mrd
+    return is_mrd(path)
+
+
+def _check_coils(coils: int | None, have: int, path: Path) -> None:
+    """``--coils K`` must be in 1..(coils of the input)."""
+    if coils is not None and not 1 <= coils <= have:
+        raise UserError(f"--coils {coils}: {path.name} has {have} coil(s) (use 1..{have})")
+
+
+def _compress(problem: Problem, coils: int | None) -> Problem:
+    """SVD coil compression of a coil-image problem (the same virtual coils as from k-space: Parseval)."""
+    if coils is None:
+        return problem
+    _check_coils(coils, problem.image.shape[0], problem.source)
+    if coils == problem.image.shape[0]:
+        return problem
+    from score_mri.io.raw import coil_compress
+    problem.image = coil_compress(problem.image, coils)
+    problem.scale *= float(np.abs(problem.image).max()) or 1.0     # keep the magnitude in [0, 1]
+    problem.image /= float(np.abs(problem.image).max()) or 1.0
+    return problem
+
+
+@reader(*RAW_SUFFIXES)
+def _read_raw_registered(path: Path, kind: InputKind, task: str | None, slice_index, image_size) -> Problem:
+    """Siemens twix ``.dat`` or ISMRMRD/MRD (``.mrd``, or ``.h5`` by content): one slice, the matrix as it is."""
+    return read_raw_problem(path, kind, task, slice_index, None)
+
+
+def read_raw_problem(path: Path, kind: InputKind, task: str | None, slice_index: int | None,
+                     coils: int | None = None) -> Problem:
+    """A raw file's slice as a problem: k-space [C, readout, phase] (1-D masks act on the phase encodes).
+
+    Readout oversampling is removed and the coils pre-whitened when the file has noise scans; averages are
+    averaged. A fully sampled file is retrospective, one with missing phase-encoding lines prospective.
+    ``coils`` compresses the k-space to that many virtual coils (SVD) before anything else.
+    """
+    from score_mri.io.raw import RawDataError, read_raw
+    try:
+        raw = read_raw(path, slice=slice_index)
+    except RawDataError as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    except OSError as e:
+        raise UserError(f"cannot read raw file {path}: {e}".splitlines()[0]) from None
+    ksp = np.ascontiguousarray(np.swapaxes(raw.kspace, -1, -2))        # [C, kx (readout), ky (phase)]
+    check_finite(ksp, f"k-space {path}")
+    _check_coils(coils, ksp.shape[0], path)
+    if coils is not None and coils < ksp.shape[0]:
+        from score_mri.io.raw import coil_compress
+        ksp = coil_compress(ksp, coils)
+    stored = None if raw.mask.all() else raw.mask.astype(np.float32)    # [ky] -> a column mask
+    return problem_from_kspace(ksp, stored, f"{path.stem}_s{raw.header.get('slice', 0)}", path, task, kind, None)
+
+
+def raw_slice_count(path: Path) -> int:
+    """Number of slices of a raw file (from its header)."""
+    from score_mri.io.raw import RawDataError, read_raw
+    try:
+        return int(read_raw(path, slice=0).header.get("num_slices", 1))
+    except RawDataError as e:
+        raise UserError(str(e).splitlines()[0]) from None
 
 
 def _mask_from_zeros(ksp: np.ndarray, path: Path) -> np.ndarray | None:
