@@ -121,27 +121,27 @@ def test_few_steps_start_near_the_data():
     ratio = predictors.DecomposedPredictor.max_sigma_ratio
     for N, grid in [(1, "ve"), (3, "ve"), (4, "edm"), (40, "ve")]:
         st = settings(N, grid=grid, sigma_max=378.0)
-        t = pc_loop._timesteps(st, torch.device("cpu")).double()
+        t = pc_loop.time_grid(st, torch.device("cpu")).double()
         sigma = 0.01 * (378.0 / 0.01) ** t
         sigma_eps = 0.01 * (378 / 0.01) ** st.eps
         assert float(sigma[0]) == pytest.approx(min(378.0, sigma_eps * ratio ** (N - 1)), rel=1e-4)
         assert float(sigma[-1]) == pytest.approx(sigma_eps, rel=1e-4)
-        assert pc_loop._sigma_start(st, st.make_sde()) == pytest.approx(float(sigma[0]), rel=1e-4)
+        assert pc_loop.sigma_start(st, st.make_sde()) == pytest.approx(float(sigma[0]), rel=1e-4)
     # other predictors keep the full range
     st = settings(3, predictor="ancestral_sampling", sigma_max=378.0)
-    assert float(pc_loop._timesteps(st, torch.device("cpu"))[0]) == 1.0
+    assert float(pc_loop.time_grid(st, torch.device("cpu"))[0]) == 1.0
 
 
 def test_edm_grid_follows_karras_rho_7():
     """grid='edm': sigma_i^(1/7) is linear in i between sigma(t0) and sigma(eps)."""
     st = sampling.SamplerSettings(N=12, grid="edm", t0=0.8, predictor="ancestral_sampling")
-    t = pc_loop._timesteps(st, torch.device("cpu")).double()
+    t = pc_loop.time_grid(st, torch.device("cpu")).double()
     sigma = st.sigma_min * (st.sigma_max / st.sigma_min) ** t
     root = sigma ** (1 / 7)
     steps = root[1:] - root[:-1]
     assert torch.allclose(steps, steps.mean().expand_as(steps), rtol=1e-3)
     assert float(t[0]) == pytest.approx(0.8, abs=1e-6) and float(t[-1]) == pytest.approx(st.eps, abs=1e-6)
-    ve = pc_loop._timesteps(st.replace(grid="ve"), torch.device("cpu"))
+    ve = pc_loop.time_grid(st.replace(grid="ve"), torch.device("cpu"))
     assert float((t - ve.double()).abs().max()) > 0.05  # a different grid
 
 

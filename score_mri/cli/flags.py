@@ -6,36 +6,20 @@ embedded prior's few-step defaults and the paper's knee settings are both one ``
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from score_mri.config import load_config
 from score_mri.errors import UserError
-
 from score_mri.paths import DEFAULT_CKPT, DEFAULT_CONFIG
 from score_mri.physics.masks import MASK_TYPES
+
 TASKS = ("retrospective", "prospective")
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_CKPT", "MASK_TYPES", "TASKS", "Parser", "load_config", "build_parser",
            "RunOptions", "resolve"]
-
-
-def load_config(path: str | Path):
-    """Import a python config file by path and return its ``get_config()`` (ml_collections style)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_score_mri_config_{abs(hash(str(path.resolve())))}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise UserError(f"cannot load config {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
-    if not callable(getattr(module, "get_config", None)):
-        raise UserError(f"config {path} has no get_config() function")
-    return module.get_config()
 
 
 class Parser(argparse.ArgumentParser):
@@ -198,19 +182,13 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
         raise UserError("--fast needs --t0 (the config's sampling group has no t0)")
     if fast and not 1e-5 < float(t0) <= 1:
         raise UserError(f"--t0 must be in (1e-5, 1], got {t0}")
-    predictor = str(_setting(args, config, "predictor", "predictor", "reverse_diffusion"))
-    corrector = str(_setting(args, config, "corrector", "corrector", "langevin"))
+    flags = {k: getattr(args, k, None) for k in ("predictor", "corrector", "eta", "grid", "cg_iters", "gamma",
+                                                  "complex_mode")}
     try:
-        sampling.get_predictor(predictor), sampling.get_corrector(corrector)
-        settings = sampling.SamplerSettings(
-            N=int(N), predictor=predictor, corrector=corrector, snr=float(snr), n_steps=int(m),
-            sigma_min=float(config.model.sigma_min), sigma_max=float(config.model.sigma_max),
-            t0=float(t0) if fast else None, continuous=bool(config.training.continuous),
-            faithful=bool(args.faithful), eta=float(_setting(args, config, "eta", "eta", 0.0)),
-            grid=str(_setting(args, config, "grid", "grid", "ve")),
-            cg_iters=int(_setting(args, config, "cg_iters", "cg_iters", 5)),
-            gamma=float(_setting(args, config, "gamma", "gamma", 0.1)),
-            complex_mode=str(_setting(args, config, "complex_mode", "complex_mode", "ri")), **extra)
+        settings = sampling.SamplerSettings.from_config(
+            config, coils=coils, N=int(N), snr=float(snr), n_steps=int(m), t0=float(t0) if fast else None,
+            faithful=bool(args.faithful), **{k: v for k, v in flags.items() if v is not None}, **extra)
+        sampling.get_predictor(settings.predictor), sampling.get_corrector(settings.corrector)
     except ValueError as e:
         raise UserError(str(e)) from None
     seed = args.seed if args.seed is not None else int(getattr(config, "seed", 0))

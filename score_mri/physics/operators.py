@@ -34,7 +34,7 @@ def ifft2(k: torch.Tensor) -> torch.Tensor:
     return torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)))
 
 
-def _restrict(t: torch.Tensor, sl: slice) -> torch.Tensor:
+def coil_slice(t: torch.Tensor, sl: slice) -> torch.Tensor:
     """The coil slice ``sl`` of a [B, C, H, W] tensor; a tensor shared by all coils (C = 1) passes through."""
     return t[:, sl] if t.dim() == 4 and t.shape[1] > 1 else t
 
@@ -82,7 +82,7 @@ class _Cartesian(LinearOperator):
 
     def restrict(self, sl: slice) -> "_Cartesian":
         """The operator of the coils ``sl`` (a shared mask passes through)."""
-        return type(self)(_restrict(self.mask, sl))
+        return type(self)(coil_slice(self.mask, sl))
 
 
 class SingleCoilCartesian(_Cartesian):

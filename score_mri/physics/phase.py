@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from score_mri.physics.operators import LinearOperator, _restrict
+from score_mri.physics.operators import LinearOperator, coil_slice
 
 __all__ = ["calibration_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated"]
 
@@ -110,4 +110,4 @@ class PhaseDemodulated(LinearOperator):
 
     def restrict(self, sl: slice) -> "PhaseDemodulated":
         """The operator of the coils ``sl``."""
-        return PhaseDemodulated(self.op.restrict(sl), _restrict(self.phi, sl))
+        return PhaseDemodulated(self.op.restrict(sl), coil_slice(self.phi, sl))

@@ -1,6 +1,6 @@
 """Predictor-corrector sampling with k-space data consistency (Chung & Ye 2022, Algorithms 1-5).
 
-Every algorithm runs through one loop, :func:`pc_loop._pc_loop`: at each time t_i it applies the steps of a fixed
+Every algorithm runs through one loop, :func:`pc_loop.run_loop`: at each time t_i it applies the steps of a fixed
 order (corrector then predictor for Algorithms 1-3, predictor then corrector for 4-5), each followed by the
 algorithm's data consistency, plus an optional per-iteration step (Algorithm 5's SENSE Kaczmarz step).
 Complex images and coils are reshaped into batch entries of the real-valued, one-channel score network: a
@@ -39,10 +39,10 @@ from score_mri import sde as sde_lib
 from models import utils as mutils
 from score_mri.physics.operators import (SENSE, MultiCoilCartesian, SingleCoilCartesian, data_consistency, data_consistency_real,
                        kaczmarz_original)
-from score_mri.samplers.predictors import _randn, _real_dtype
+from score_mri.samplers.predictors import randn, real_dtype
 from score_mri.samplers.pc_loop import (Callback, DataConsistency, PostStep, Project, Result, SamplerSettings,
-                                        _CountingScore, _full, _generator, _pc_loop, _sigma_start, _start_noise,
-                                        _steps, _timesteps)
+                                        CountingScore, from_prior, make_generator, run_loop, sigma_start, start_noise,
+                                        make_steps, time_grid)
 from score_mri.utils import lambda_schedule_linear
 
 __all__ = ["Algorithm", "run_algorithm", "REAL", "COMPLEX", "SSOS", "HYBRID", "sample_real", "sample_complex",
@@ -67,14 +67,14 @@ class Algorithm:
 
     def start(self, op, y: torch.Tensor, settings: SamplerSettings, sigma: float, g: torch.Generator):
         """Data-consistent noise (faithful: the original's starts)."""
-        if self.coil_images and settings.faithful and _full(settings):
+        if self.coil_images and settings.faithful and from_prior(settings):
             # The original: pure complex noise per coil, real part drawn first, no data consistency.
-            dtype = _real_dtype(y)
-            x_r = _randn(y.shape, g, dtype, y.device) * sigma
-            x_i = _randn(y.shape, g, dtype, y.device) * sigma
+            dtype = real_dtype(y)
+            x_r = randn(y.shape, g, dtype, y.device) * sigma
+            x_i = randn(y.shape, g, dtype, y.device) * sigma
             return torch.complex(x_r, x_i)                                   # [B, C, H, W]
         complex_noise = not self.real_valued and not (settings.faithful and not self.coil_images)
-        x = op.project(_start_noise(y.shape, g, y, sigma, complex_noise), y)
+        x = op.project(start_noise(y.shape, g, y, sigma, complex_noise), y)
         return torch.real(x) if self.real_valued else x
 
     def dc(self, op, y: torch.Tensor, settings: SamplerSettings) -> DataConsistency:
@@ -122,18 +122,18 @@ def run_algorithm(alg: Algorithm, model: torch.nn.Module, op, y: torch.Tensor, s
                   sde: sde_lib.SDE | None = None) -> Result:
     """Sample the posterior of ``alg`` given measurements y = A x (+ noise); ``sde`` overrides the settings'."""
     sde = settings.make_sde() if sde is None else sde
-    if not _full(settings) and not isinstance(sde, sde_lib.VESDE):
+    if not from_prior(settings) and not isinstance(sde, sde_lib.VESDE):
         raise ValueError("t0 < T needs the VE-SDE (sigma(t0) noise level)")
-    g = _generator(generator, y.device)
-    score_fn = _CountingScore(mutils.get_score_fn(sde, model, train=False, continuous=settings.continuous),
+    g = make_generator(generator, y.device)
+    score_fn = CountingScore(mutils.get_score_fn(sde, model, train=False, continuous=settings.continuous),
                               settings.max_batch)
     state_op = alg.per_coil_op(op)
-    use_grid = isinstance(sde, sde_lib.VESDE) and (not settings.faithful or not _full(settings))
+    use_grid = isinstance(sde, sde_lib.VESDE) and (not settings.faithful or not from_prior(settings))
     split = settings.faithful or (alg.coil_images and not settings.batch_coils)
     with torch.no_grad():
-        x = alg.start(state_op, y, settings, _sigma_start(settings, sde), g)
-        x, x_mean = _pc_loop(x, steps=_steps(settings, sde, score_fn, g, alg.order),
-                             timesteps=_timesteps(settings, y.device), dc=alg.dc(state_op, y, settings),
+        x = alg.start(state_op, y, settings, sigma_start(settings, sde), g)
+        x, x_mean = run_loop(x, steps=make_steps(settings, sde, score_fn, g, alg.order),
+                             timesteps=time_grid(settings, y.device), dc=alg.dc(state_op, y, settings),
                              project=alg.project(state_op, y), generator=g, faithful=settings.faithful,
                              split=split, use_grid=use_grid, post_step=alg.post_step(op, y, settings),
                              callback=callback)

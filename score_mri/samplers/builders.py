@@ -13,8 +13,8 @@ from models import utils as mutils
 from score_mri import sde as sde_lib
 from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
 from score_mri.samplers.algorithms import COMPLEX, HYBRID, REAL, SSOS, Algorithm, run_algorithm
-from score_mri.samplers.pc_loop import (Callback, SamplerSettings, _CountingScore, _full, _generator, _pc_loop,
-                                        _sigma_start, _start_noise, _steps, _timesteps)
+from score_mri.samplers.pc_loop import (Callback, SamplerSettings, CountingScore, from_prior, make_generator, run_loop,
+                                        sigma_start, start_noise, make_steps, time_grid)
 
 __all__ = ["get_sampling_fn", "get_pc_sampler", "get_pc_fouriercs_fast", "get_pc_fouriercs_RI",
            "get_pc_fouriercs_RI_PI_SSOS", "get_pc_fouriercs_RI_coil_SENSE"]
@@ -60,18 +60,18 @@ def get_pc_sampler(sde: sde_lib.SDE, shape: Sequence[int], predictor, corrector,
 
     def pc_sampler(model: torch.nn.Module, x0: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         dev = device if device is not None else next(model.parameters()).device
-        g = _generator(generator, torch.device(dev))
-        score_fn = _CountingScore(mutils.get_score_fn(sde, model, train=False, continuous=continuous), max_batch)
+        g = make_generator(generator, torch.device(dev))
+        score_fn = CountingScore(mutils.get_score_fn(sde, model, train=False, continuous=continuous), max_batch)
         with torch.no_grad():
             like = torch.empty((), device=dev) if x0 is None else x0.to(dev)
-            x = _start_noise(shape, g, like, _sigma_start(settings, sde), is_complex=False)  # [B, ch, H, W]
-            if not _full(settings):
+            x = start_noise(shape, g, like, sigma_start(settings, sde), is_complex=False)  # [B, ch, H, W]
+            if not from_prior(settings):
                 if x0 is None:
                     raise ValueError("t0 < 1 needs a starting image x0")
                 x = x0.to(dev) + x
-            use_grid = isinstance(sde, sde_lib.VESDE) and (not faithful or not _full(settings))
-            x, x_mean = _pc_loop(x, steps=_steps(settings, sde, score_fn, g, "CP"),
-                                 timesteps=_timesteps(settings, torch.device(dev)),
+            use_grid = isinstance(sde, sde_lib.VESDE) and (not faithful or not from_prior(settings))
+            x, x_mean = run_loop(x, steps=make_steps(settings, sde, score_fn, g, "CP"),
+                                 timesteps=time_grid(settings, torch.device(dev)),
                                  dc=lambda x, x_mean, sl: (x, x_mean), generator=g, faithful=faithful,
                                  split=False, use_grid=use_grid, channels=shape[1], callback=callback)
             return inverse_scaler(x_mean if denoise else x), sde.N * (n_steps + 1)

@@ -1,7 +1,7 @@
 """The predictor-corrector loop shared by every sampler, and its settings (Chung & Ye 2022, Algorithms 1-5).
 
 :class:`SamplerSettings` holds every setting of a run (frozen: a renamed setting fails loudly);
-:func:`_pc_loop` runs the steps of a fixed order at each time of the grid, each followed by the algorithm's
+:func:`run_loop` runs the steps of a fixed order at each time of the grid, each followed by the algorithm's
 data consistency; complex images and coils become batch entries of the real-valued one-channel network
 (a state [B, C, H, W] complex -> [B*C*2, 1, H, W]). ``sampling.py`` builds the paper's algorithms on it.
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from score_mri import sde as sde_lib
-from score_mri.samplers.predictors import _randn, _real_dtype, get_corrector, get_predictor
+from score_mri.samplers.predictors import randn, real_dtype, get_corrector, get_predictor
 
 Callback = Callable[[int, int, torch.Tensor], None]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -69,6 +69,34 @@ class SamplerSettings:
             raise ValueError(f"complex_mode must be 'ri', 'phase' or 'phase_ri', got {self.complex_mode!r}")
         if self.t0 is not None and not self.eps < float(self.t0) <= 1.0:
             raise ValueError(f"t0 must lie in (eps, T] = ({self.eps}, 1.0], got {self.t0}")
+
+    @classmethod
+    def from_config(cls, config: Any, *, coils: bool = False, **overrides: Any) -> "SamplerSettings":
+        """Settings from a config: its ``sampling`` group holds the defaults, ``model`` the noise range;
+        ``overrides`` (any field) win. ``coils``: a per-coil sampler, whose default N is
+        ``sampling.N_multi_coil`` when the config has one (the paper's 500 for Algorithms 4-5)."""
+        group = getattr(config, "sampling", None)
+
+        def get(key: str, fallback: Any) -> Any:
+            return group[key] if group is not None and key in group else fallback
+
+        N = get("N", config.model.num_scales)
+        t0 = get("t0", None)
+        values: dict[str, Any] = dict(
+            N=int(get("N_multi_coil", N) if coils else N), predictor=str(get("predictor", "reverse_diffusion")),
+            corrector=str(get("corrector", "langevin")), snr=float(get("snr", 0.16)),
+            n_steps=int(get("n_steps_each", 1)), sigma_min=float(config.model.sigma_min),
+            sigma_max=float(config.model.sigma_max), t0=float(t0) if get("fast", False) and t0 is not None else None,
+            continuous=bool(config.training.continuous), eta=float(get("eta", 0.0)), grid=str(get("grid", "ve")),
+            cg_iters=int(get("cg_iters", 5)), gamma=float(get("gamma", 0.1)),
+            complex_mode=str(get("complex_mode", "ri")))
+        if get("m_steps", None) is not None:
+            values["m_steps"] = int(get("m_steps", None))
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown sampler setting(s) {', '.join(unknown)}; "
+                             f"expected fields of SamplerSettings")
+        return cls(**{**values, **overrides})
 
     def replace(self, **changes: Any) -> "SamplerSettings":
         """A copy with ``changes`` applied."""
@@ -135,7 +163,7 @@ def _apply_step(step, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor | N
     return _from_parts(out, x.is_complex()), _from_parts(out_mean, x.is_complex())
 
 
-def _pc_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: DataConsistency,
+def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: DataConsistency,
              generator: torch.Generator, faithful: bool, split: bool, use_grid: bool, channels: int = 1,
              project: Project | None = None, post_step: PostStep | None = None,
              callback: Callback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +185,7 @@ def _pc_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
         zs = [None] * len(steps)
         if not faithful:
             shape = (*x.shape[:2], 2 if x.is_complex() else 1, *x.shape[2:])  # [B, C, P, H, W]
-            zs = [_randn((s.n_noise, *shape), generator, _real_dtype(x), x.device) for s in steps]
+            zs = [randn((s.n_noise, *shape), generator, real_dtype(x), x.device) for s in steps]
         x_new, x_mean_new = (torch.empty_like(x), torch.empty_like(x_mean)) if split else (None, None)
         for sl in groups:
             xg, xg_mean = x[:, sl], x_mean[:, sl]
@@ -183,7 +211,7 @@ def _pc_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
 # Shared set-up: score function, steps, time grid, start noise
 # ----------------------------------------------------------------------------------------------------------
 
-class _CountingScore:
+class CountingScore:
     """The model's score function, evaluated in chunks of ``max_batch``, counting the (batched) calls."""
 
     def __init__(self, score_fn: ScoreFn, max_batch: int | None):
@@ -198,7 +226,7 @@ class _CountingScore:
                           for k in range(0, x.shape[0], self.max_batch)])
 
 
-def _steps(settings: SamplerSettings, sde, score_fn: ScoreFn, g: torch.Generator, order: str) -> list:
+def make_steps(settings: SamplerSettings, sde, score_fn: ScoreFn, g: torch.Generator, order: str) -> list:
     """Step callables (x, t, z, t_next, project) -> (x, x_mean) in ``order`` ('CP' or 'PC'), one score function."""
     pred_cls = settings.predictor if isinstance(settings.predictor, type) else get_predictor(settings.predictor)
     corr_cls = settings.corrector if isinstance(settings.corrector, type) else get_corrector(settings.corrector)
@@ -217,12 +245,12 @@ def _steps(settings: SamplerSettings, sde, score_fn: ScoreFn, g: torch.Generator
     return [{"P": predictor_step, "C": corrector_step}[c] for c in order]
 
 
-def _full(settings: SamplerSettings) -> bool:
+def from_prior(settings: SamplerSettings) -> bool:
     """Whether sampling starts from the prior (t0 = T)."""
     return settings.t0 is None or float(settings.t0) >= 1.0
 
 
-def _timesteps(settings: SamplerSettings, device: torch.device) -> torch.Tensor:
+def time_grid(settings: SamplerSettings, device: torch.device) -> torch.Tensor:
     """The N times of the grid in float32, from t0 (T = 1 when sampling from noise) down to eps.
 
     've': linspace(t0, eps, N), the original's grid (geometric in sigma). 'edm': Karras et al. (2022), eq. 5,
@@ -245,7 +273,7 @@ def _timesteps(settings: SamplerSettings, device: torch.device) -> torch.Tensor:
 def _t_start(settings: SamplerSettings) -> float:
     """First time of the grid: t0 (T = 1 from noise), lowered for a predictor with ``max_sigma_ratio`` so
     that none of its N - 1 steps shrinks sigma by more than that ratio (few steps start nearer the data)."""
-    t = 1.0 if _full(settings) else float(settings.t0)
+    t = 1.0 if from_prior(settings) else float(settings.t0)
     pred = settings.predictor if isinstance(settings.predictor, type) else get_predictor(settings.predictor)
     ratio = getattr(pred, "max_sigma_ratio", None)
     if ratio is None or settings.faithful:
@@ -254,7 +282,7 @@ def _t_start(settings: SamplerSettings) -> float:
     return min(t, settings.eps + span)
 
 
-def _sigma_start(settings: SamplerSettings, sde) -> float:
+def sigma_start(settings: SamplerSettings, sde) -> float:
     """Noise level of the start: sigma_max, or sigma(t0) in the few-step mode (or a capped start)."""
     t = _t_start(settings)
     if t >= 1.0:
@@ -262,17 +290,17 @@ def _sigma_start(settings: SamplerSettings, sde) -> float:
     return float(sde.marginal_prob(torch.zeros(1), torch.tensor([t]))[1])
 
 
-def _start_noise(shape: Sequence[int], g: torch.Generator, like: torch.Tensor, sigma: float,
+def start_noise(shape: Sequence[int], g: torch.Generator, like: torch.Tensor, sigma: float,
                  is_complex: bool) -> torch.Tensor:
     """sigma z, z ~ N(0, I) real [shape] or complex (drawn as [B, C, 2, H, W]); like's device/precision."""
-    dtype, device = _real_dtype(like), like.device
+    dtype, device = real_dtype(like), like.device
     if not is_complex:
-        return _randn(shape, g, dtype, device) * sigma
-    z = _randn((shape[0], shape[1], 2, *shape[2:]), g, dtype, device) * sigma
+        return randn(shape, g, dtype, device) * sigma
+    z = randn((shape[0], shape[1], 2, *shape[2:]), g, dtype, device) * sigma
     return torch.complex(z[:, :, 0], z[:, :, 1])
 
 
-def _generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
+def make_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
     """The given generator, or a fresh non-deterministically seeded one on ``device``."""
     if generator is not None:
         return generator

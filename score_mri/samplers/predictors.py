@@ -52,7 +52,7 @@ def get_corrector(name: str) -> type:
 # Noise and small tensor helpers
 # ----------------------------------------------------------------------------------------------------------
 
-def _randn(shape: Sequence[int], generator: torch.Generator | None, dtype: torch.dtype,
+def randn(shape: Sequence[int], generator: torch.Generator | None, dtype: torch.dtype,
            device: torch.device) -> torch.Tensor:
     """Standard normal noise from ``generator``, drawn on the generator's device and moved to ``device``."""
     if generator is None:
@@ -62,10 +62,10 @@ def _randn(shape: Sequence[int], generator: torch.Generator | None, dtype: torch
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise of x's shape, real dtype and device."""
-    return _randn(x.shape, generator, x.dtype, x.device)
+    return randn(x.shape, generator, x.dtype, x.device)
 
 
-def _real_dtype(x: torch.Tensor) -> torch.dtype:
+def real_dtype(x: torch.Tensor) -> torch.dtype:
     """float32 for complex64/float32, float64 for complex128/float64."""
     return x.real.dtype if x.is_complex() else x.dtype
 

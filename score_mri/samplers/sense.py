@@ -29,7 +29,7 @@ from score_mri.physics.operators import SENSE, LinearOperator
 from score_mri.physics.phase import PhaseDemodulated, demodulate, estimate_phase, modulate
 from score_mri.samplers import algorithms as paper
 from score_mri.samplers.algorithms import Algorithm, run_algorithm
-from score_mri.samplers.pc_loop import Callback, Result, SamplerSettings, _start_noise
+from score_mri.samplers.pc_loop import Callback, Result, SamplerSettings, start_noise
 
 __all__ = ["SenseCG", "sample_sense", "sample_complex", "sample_ssos", "sample_hybrid"]
 
@@ -82,7 +82,7 @@ class StateAlgorithm(Algorithm):
     def start(self, op, y: torch.Tensor, settings: SamplerSettings, sigma: float, g: torch.Generator):
         """Noise in the state's shape (that of A^H y), made data-consistent."""
         shape = tuple(op.A_H(y).shape)
-        x = op.project(_start_noise(shape, g, y, sigma, not self.real_valued), y)
+        x = op.project(start_noise(shape, g, y, sigma, not self.real_valued), y)
         return torch.real(x) if self.real_valued else x
 
     def post_step(self, op: _Problem, y: torch.Tensor, settings: SamplerSettings):

@@ -24,9 +24,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from score_mri.training.slice_sources import (DATA_DEFAULTS, NORMALIZE_MODES, DatasetError, _describe,  # noqa: F401 (re-exported)
-                           _folder_items, _h5_items, _load_nifti, _nifti_files, _nifti_items, _normalizer,
-                           _read_h5, _read_npy, _read_png, _split, _volume_cache, data_option, normalize_slice)
+from score_mri.training.slice_sources import (DATA_DEFAULTS, NORMALIZE_MODES, DatasetError, describe,  # noqa: F401 (re-exported)
+                           folder_items, h5_items, load_nifti, list_nifti_files, nifti_items, normalizer,
+                           read_h5_slice, read_npy_slice, read_png_slice, split_items, volume_loader, data_option, normalize_slice)
 
 class SliceDataset:
     """A list of 2-D slices with per-slice normalisation and the augmentation of ``config.data``."""
@@ -36,8 +36,8 @@ class SliceDataset:
         self.train = train
         self.image_size = int(config.data.image_size)
         self.opt = {k: data_option(config, k) for k in DATA_DEFAULTS}
-        self._norm = _normalizer(self.opt["normalize"])
-        self._load_volume = _volume_cache(int(self.opt["volume_cache"]))
+        self._norm = normalizer(self.opt["normalize"])
+        self._load_volume = volume_loader(int(self.opt["volume_cache"]))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -54,11 +54,11 @@ class SliceDataset:
         kind, path, *idx = self.items[i]
         if kind == "h5":
             key, s, coil, part = idx
-            x = _read_h5(path, key, s, coil, part, self.image_size, self._norm)
+            x = read_h5_slice(path, key, s, coil, part, self.image_size, self._norm)
         elif kind == "npy":
-            x = _read_npy(path, idx[0], self._norm)
+            x = read_npy_slice(path, idx[0], self._norm)
         elif kind == "png":
-            x = _read_png(path, self._norm)
+            x = read_png_slice(path, self._norm)
         elif kind == "nifti":
             axis, s = idx
             index = (slice(None),) * axis + (s,)  # a view (np.take would copy the whole volume)
@@ -66,7 +66,7 @@ class SliceDataset:
         else:
             raise ValueError(f"unknown item kind {kind!r}")
         if not np.isfinite(x).all():  # min/max turns an Inf into NaN: one check covers both modes
-            raise DatasetError(f"{_describe(self.items[i])} contains NaN or Inf values")
+            raise DatasetError(f"{describe(self.items[i])} contains NaN or Inf values")
         return x
 
     def get(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -187,7 +187,7 @@ def get_slice_datasets(config) -> tuple[SliceDataset, SliceDataset]:
     root = data_option(config, "root")
     train_items = eval_items = None
     if kind == "nifti":
-        items = _nifti_items(_nifti_files(config), config)
+        items = nifti_items(list_nifti_files(config), config)
         where = "the NIfTI volumes"
     elif kind in ("fastmri_knee", "npy_folder"):
         if not root:
@@ -198,20 +198,20 @@ def get_slice_datasets(config) -> tuple[SliceDataset, SliceDataset]:
         where = str(r)
         h5_files = sorted(r.rglob("*.h5")) if kind == "fastmri_knee" else []
         if h5_files:
-            items = _h5_items(h5_files, config)
+            items = h5_items(h5_files, config)
         elif kind == "fastmri_knee" and (r / "knee_320_train").is_dir():
             # the original layout: <root>/knee_320_train/*/*.npy (and knee_320_val when present)
-            items = _folder_items(r / "knee_320_train")
+            items = folder_items(r / "knee_320_train")
             if (r / "knee_320_val").is_dir():
-                train_items, eval_items = items, _folder_items(r / "knee_320_val")
+                train_items, eval_items = items, folder_items(r / "knee_320_val")
         else:
-            items = _folder_items(r)
+            items = folder_items(r)
     else:
         raise DatasetError(f"config.data.dataset={kind!r} is not supported (fastmri_knee, npy_folder, nifti)")
     if not items:
         raise DatasetError(f"no slices found in {where} (dataset {kind!r})")
     if train_items is None:
-        train_items, eval_items = _split(items, eval_every)
+        train_items, eval_items = split_items(items, eval_every)
     stored_units = sorted({it[0] for it in items if it[0] in ("h5", "png")})
     if data_option(config, "normalize") == "none" and stored_units:
         warnings.warn(f"config.data.normalize='none' serves the {'/'.join(stored_units)} slices of {where} in "

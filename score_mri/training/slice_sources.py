@@ -71,7 +71,7 @@ def _as_stored(x: np.ndarray) -> np.ndarray:
 NORMALIZE_MODES = ("minmax", "none")
 
 
-def _normalizer(mode: str):
+def normalizer(mode: str):
     """The per-slice normalisation of ``data.normalize``."""
     if mode == "minmax":
         return normalize_slice
@@ -80,7 +80,7 @@ def _normalizer(mode: str):
     raise DatasetError(f"config.data.normalize must be one of {', '.join(NORMALIZE_MODES)}, got {mode!r}")
 
 
-def _describe(item: tuple) -> str:
+def describe(item: tuple) -> str:
     """'file, slice s' (and coil / part / axis) for messages about one slice."""
     kind, path, *idx = item
     if kind == "h5":
@@ -94,7 +94,7 @@ def _describe(item: tuple) -> str:
     return path
 
 
-def _read_h5(path: str, key: str, s: int, coil: int, part: str, image_size: int, norm) -> np.ndarray:
+def read_h5_slice(path: str, key: str, s: int, coil: int, part: str, image_size: int, norm) -> np.ndarray:
     import h5py
     with h5py.File(path, "r") as f:
         x = f[key][s]
@@ -113,13 +113,13 @@ def _read_h5(path: str, key: str, s: int, coil: int, part: str, image_size: int,
     return x / (float(np.abs(img).max()) or 1.0)
 
 
-def _read_npy(path: str, s: int, norm) -> np.ndarray:
+def read_npy_slice(path: str, s: int, norm) -> np.ndarray:
     x = np.load(path, mmap_mode="r")
     x = x[s] if s >= 0 else x
     return norm(np.abs(x) if np.iscomplexobj(x) else x)
 
 
-def _read_png(path: str, norm) -> np.ndarray:
+def read_png_slice(path: str, norm) -> np.ndarray:
     from PIL import Image
     with Image.open(path) as im:
         if im.mode not in ("L", "I", "I;16", "F"):
@@ -128,17 +128,17 @@ def _read_png(path: str, norm) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _volume_cache(maxsize: int):
+def volume_loader(maxsize: int):
     """One LRU cache of loaded NIfTI volumes per cache size."""
 
     @functools.lru_cache(maxsize=maxsize)
     def load(path: str) -> np.ndarray:
-        return _load_nifti(path)
+        return load_nifti(path)
 
     return load
 
 
-def _load_nifti(path: str) -> np.ndarray:
+def load_nifti(path: str) -> np.ndarray:
     import nibabel as nib
     try:
         vol = np.asarray(nib.load(path).get_fdata(dtype=np.float32))
@@ -153,7 +153,7 @@ def _load_nifti(path: str) -> np.ndarray:
     return vol
 
 
-def _h5_items(files: Sequence[Path], config) -> list[tuple]:
+def h5_items(files: Sequence[Path], config) -> list[tuple]:
     import h5py
     key_opt, part = data_option(config, "h5_key"), data_option(config, "kspace_part")
     if part not in ("abs", "real", "imag", "real_imag"):
@@ -181,7 +181,7 @@ def _h5_items(files: Sequence[Path], config) -> list[tuple]:
     return items
 
 
-def _folder_items(root: Path) -> list[tuple]:
+def folder_items(root: Path) -> list[tuple]:
     items = []
     for p in sorted(root.rglob("*")):
         suffix = p.suffix.lower()
@@ -201,14 +201,14 @@ def _folder_items(root: Path) -> list[tuple]:
     return items
 
 
-def _nifti_items(files: Sequence[Path], config) -> list[tuple]:
+def nifti_items(files: Sequence[Path], config) -> list[tuple]:
     axes = tuple(int(a) for a in data_option(config, "slice_axes"))
     if not axes or any(a not in (0, 1, 2) for a in axes):
         raise DatasetError(f"config.data.slice_axes must be a non-empty subset of (0, 1, 2), got {axes}")
     min_fg, level = float(data_option(config, "min_foreground")), float(data_option(config, "foreground_level"))
     items = []
     for p in files:
-        vol = _load_nifti(str(p))
+        vol = load_nifti(str(p))
         thr = level * float(vol.max())
         fg = vol > thr
         for a in axes:
@@ -218,7 +218,7 @@ def _nifti_items(files: Sequence[Path], config) -> list[tuple]:
     return items
 
 
-def _nifti_files(config) -> list[Path]:
+def list_nifti_files(config) -> list[Path]:
     files = [Path(f) for f in data_option(config, "nifti_files")]
     root = data_option(config, "root")
     if root:
@@ -234,7 +234,7 @@ def _nifti_files(config) -> list[Path]:
     return files
 
 
-def _split(items: list[tuple], eval_every: int) -> tuple[list[tuple], list[tuple]]:
+def split_items(items: list[tuple], eval_every: int) -> tuple[list[tuple], list[tuple]]:
     """Every ``eval_every``-th item (0, k, 2k, ...) is held out; the rest is for training."""
     if eval_every <= 0:
         return items, []
