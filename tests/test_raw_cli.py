@@ -160,7 +160,47 @@ def test_mrd_slices_and_volume(tmp_path, tiny, capsys):
                            capsys=capsys)
     assert status == 0, err
     with h5py.File(tmp_path / "vol" / "multi-coil/SENSE" / "reconstructions" / "multi.h5", "r") as f:
-        assert f["reconstruction"].shape == (2, NX, NY)
+        volume = f["reconstruction"][()]
+    assert volume.shape == (2, NX, NY)
+    nib = pytest.importorskip("nibabel")
+    img = nib.load(str(tmp_path / "vol" / "multi-coil/SENSE" / "reconstructions" / "multi.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(img.dataobj), np.transpose(volume, (1, 2, 0)))
+    np.testing.assert_allclose(img.affine, np.diag([200 / NX, 200 / NY, 5.0, 1.0]))   # reconSpace FOV / matrix
+
+
+# ---------------------------------------------------------------------------------------------- NIfTI
+
+def test_nifti_spacing_from_fastmri_header_and_identity(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from score_mri.io import nifti
+    xml = (b'<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+           b"<encodedSpace><matrixSize><x>640</x><y>368</y><z>1</z></matrixSize><fieldOfView_mm><x>280</x>"
+           b"<y>140</y><z>4.5</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>320</x><y>320</y>"
+           b"<z>1</z></matrixSize><fieldOfView_mm><x>140</x><y>140</y><z>3</z></fieldOfView_mm></reconSpace>"
+           b"</encoding></ismrmrdHeader>")
+    src = tmp_path / "file1.h5"
+    with h5py.File(src, "w") as f:
+        f["kspace"] = np.zeros((2, 8, 8), np.complex64)
+        f["ismrmrd_header"] = xml
+    assert nifti.spacing_of(src) == pytest.approx((140 / 320, 140 / 320, 3.0))
+    vol = np.random.default_rng(0).random((3, 6, 4)).astype(np.float32)
+    out = nifti.write_beside(tmp_path / "reconstructions" / "file1.h5", vol, src)
+    assert out.name == "file1.nii.gz" and not list(out.parent.glob(".*tmp*"))
+    img = nib.load(str(out))
+    assert img.shape == (6, 4, 3) and img.header.get_xyzt_units()[0] == "mm"
+    np.testing.assert_array_equal(np.asarray(img.dataobj), np.transpose(vol, (1, 2, 0)))
+    np.testing.assert_allclose(img.header.get_zooms(), (140 / 320, 140 / 320, 3.0), rtol=1e-6)
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as f:
+        f["kspace"] = np.zeros((2, 8, 8), np.complex64)
+    assert nifti.spacing_of(bare) is None and nifti.spacing_of(tmp_path / "missing.h5") is None
+    np.testing.assert_array_equal(nib.load(str(nifti.write_nifti(tmp_path / "id.nii.gz", vol[0]))).affine, np.eye(4))
+
+
+def test_nifti_spacing_of_twix(gre):
+    from score_mri.io import nifti
+    row, col, thick = nifti.spacing_of(gre)
+    assert row == pytest.approx(200 / 160) and col == pytest.approx(200 / 160) and thick > 0
 
 
 # ---------------------------------------------------------------------------------------------- twix

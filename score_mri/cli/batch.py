@@ -184,8 +184,9 @@ def _target(path: Path, indices: list[int], label: np.ndarray | None, shape: tup
 
 
 def assemble_volume(path: Path, root: Path, indices: list[int]) -> dict:
-    """Write ``<root>/reconstructions/<stem>.h5`` from the slices' results; its metrics record."""
+    """Write ``<root>/reconstructions/<stem>.h5`` (and ``.nii.gz``) from the slices' results; its metrics record."""
     from score_mri import metrics
+    from score_mri.io import nifti
     names = [f"{path.stem}_s{i}" for i in indices]
     recon = _stack(root, "recon", names)                                      # [S, H, W] input units
     zf, label = _stack(root, "input", names), _stack(root, "label", names)
@@ -193,6 +194,7 @@ def assemble_volume(path: Path, root: Path, indices: list[int]) -> dict:
     out = root / "reconstructions" / f"{path.stem}.h5"
     outputs.write_volume(out, recon, {"slices": np.asarray(indices, dtype=np.int64), "input": str(path.resolve()),
                                       "target": source})
+    nifti.write_beside(out, recon, path)                                      # <stem>.nii.gz beside it
     record = {"volume": path.stem, "file": str(out), "input": str(path.resolve()), "slices": indices,
               "shape": list(recon.shape), "target": source, "recon": None, "zero_filled": None}
     if target is not None:  # evaluate.py first crops target and reconstruction to a centred W x W square
