@@ -23,7 +23,7 @@ import torch
 from score_mri import samplers as sampling
 from score_mri.errors import UserError
 
-__all__ = ["Reconstruction", "load_model", "simulate_mask", "to_image", "reconstruct"]
+__all__ = ["Reconstruction", "load_model", "simulate_mask", "to_image", "size_multiple", "reconstruct"]
 
 
 def load_model(config, ckpt: str | Path, device: str) -> torch.nn.Module:
@@ -54,14 +54,20 @@ def simulate_mask(shape: tuple[int, ...], mask_type: str, acc_factor: float, cen
     """A retrospective 0/1 mask [1, C, H, W] (float32), one pattern shared by the C coils (seeded).
 
     ``faithful``: the original's Poisson mask (sigpy seed 0 whatever the seed); other types are unchanged.
+    Otherwise a Poisson mask has any H x W and a fully sampled centre of ``center_fraction`` of each side
+    (sigpy's ``calib``; 0 gives none), which phase estimation and ESPIRiT calibrate on.
     """
     from score_mri.physics import masks
     H, W = shape[-2:]
-    if not mask_type.endswith("1d") and H != W:
+    if not mask_type.endswith("1d") and H != W and (mask_type != "poisson" or faithful):
         raise UserError(f"mask type {mask_type} needs a square image, got {H}x{W}")
     try:
-        mask = masks.get_mask(torch.zeros(1, 1, H, W), W, 1, type=mask_type, acc_factor=acc_factor,
-                              center_fraction=center_fraction, seed=seed, faithful=faithful)
+        if mask_type == "poisson" and not faithful:
+            calib = (int(H * center_fraction), int(W * center_fraction))
+            mask = torch.from_numpy(masks.poisson_pattern((H, W), acc_factor, seed, calib))[None, None]
+        else:
+            mask = masks.get_mask(torch.zeros(1, 1, H, W), W, 1, type=mask_type, acc_factor=acc_factor,
+                                  center_fraction=center_fraction, seed=seed, faithful=faithful)
     except ValueError as e:
         raise UserError(f"cannot build a {mask_type} mask: {e}".splitlines()[0]) from None
     mask = (mask.real if mask.is_complex() else mask).float()
@@ -79,6 +85,16 @@ def to_image(x: torch.Tensor, real_valued: bool = False) -> np.ndarray:
     return (x.real if (real_valued and x.is_complex()) else x).numpy()
 
 
+def size_multiple(model: torch.nn.Module) -> int:
+    """The factor both image sides must be divisible by for ``model`` (2**(levels - 1) for NCSN++; else 1)."""
+    for m in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
+        levels = getattr(m, "num_resolutions", None)
+        if levels is not None:
+            return 2 ** (int(levels) - 1)
+    config = getattr(model, "config", None)
+    return 2 ** (len(config.model.ch_mult) - 1) if config is not None else 1
+
+
 @dataclass
 class Reconstruction:
     """The result of :func:`reconstruct`."""
@@ -92,20 +108,34 @@ class Reconstruction:
 def reconstruct(model: torch.nn.Module, sampler: str, op, y: torch.Tensor, settings: sampling.SamplerSettings,
                 *, num_samples: int = 1, generator: torch.Generator | None = None,
                 callback: Callable[[int, int, torch.Tensor], None] | None = None,
-                inverse_scaler: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> Reconstruction:
+                inverse_scaler: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+                multiple: int | None = None) -> Reconstruction:
     """``num_samples`` posterior samples of the sampler ``sampler`` ('real', 'complex', 'ssos', ...).
 
     ``op`` is the algorithm's measurement operator, ``y`` [1, C, H, W] the measured k-space. The samples
-    come from one generator stream; the image is their mean, ``std`` their spread (K > 1).
+    come from one generator stream; the image is their mean, ``std`` their spread (K > 1). Any H x W works:
+    a side the model cannot take (``multiple``, default :func:`size_multiple` of the model) runs on a
+    zero-padded grid (``physics.padding``) and the images come back H x W.
     """
+    from score_mri.physics import padding
     fn = sampling.get_sampler(sampler)
+    shape = tuple(y.shape[-2:])
+    grid = padding.padded_shape(shape, size_multiple(model) if multiple is None else multiple)
+    if grid != shape:  # run on a zero-padded grid the model takes; crop every image back
+        if settings.faithful:
+            raise UserError(f"--faithful (the original's numerics) needs sides divisible by the model's factor, got "
+                             f"{shape[0]}x{shape[1]}")
+        op, y = padding.pad_operator(op, grid), padding.pad(y, grid)
+        if callback is not None:
+            outer = callback
+            callback = lambda i, n, x: outer(i, n, padding.crop(x, shape))  # noqa: E731
     samples, calls = [], 0
     tic = time.time()
     with torch.no_grad():
         for _ in range(num_samples):
             result = fn(model, op, y, settings, generator=generator, callback=callback)
             calls += result.network_calls
-            samples.append(to_image(inverse_scaler(result.x)))  # a real state stays real
+            samples.append(to_image(inverse_scaler(padding.crop(result.x, shape))))  # a real state stays real
     seconds = time.time() - tic
     stack = np.stack(samples)                                              # [K, H, W]
     if not np.all(np.isfinite(stack)):

@@ -49,26 +49,16 @@ class Script:
 
 
 def check_problem(job: "Job", problem: Problem) -> None:
-    """Refuse (UserError) an image size the model cannot take or whose network call would not fit in memory."""
-    _check_size(job.config, problem.image.shape[-2:])
+    """Refuse (UserError) a problem whose network call (on the padded grid) would not fit in memory."""
     if not job.args.skip_memory_check:
         from score_mri import recon
+        from score_mri.physics.padding import padded_shape
         script, settings = job.script, job.settings
         coils = problem.image.shape[0] if script.input.coils else 1
         parts = 1 if script.sampler == "real" or settings.complex_mode == "phase" else 2  # phase: real state
         per_call = coils * parts if script.sampler in ("ssos", "hybrid") else parts
-        recon.check_memory(job.config, problem.image.shape[-2:], min(per_call, settings.max_batch or per_call),
-                           job.opts.device)
-
-
-def _check_size(config, shape: tuple[int, int]) -> None:
-    """The model runs at sizes divisible by 2**(levels - 1)."""
-    levels = len(config.model.ch_mult)
-    factor = 2 ** (levels - 1)
-    H, W = shape
-    if H % factor or W % factor:
-        raise UserError(f"image size {H}x{W} is not divisible by {factor} = 2**(levels-1) of the model "
-                        f"({levels} levels in config.model.ch_mult)")
+        grid = padded_shape(problem.image.shape[-2:], 2 ** (len(job.config.model.ch_mult) - 1))
+        recon.check_memory(job.config, grid, min(per_call, settings.max_batch or per_call), job.opts.device)
 
 
 @dataclass

@@ -46,6 +46,8 @@ Example: python inference_multi-coil_SENSE.py --data 001 --mask_type uniform1d -
 
 _ESPIRIT_HELP = ("calibrate ESPIRiT on the FULLY sampled k-space, as the original did (leaks the ground truth; "
                  "retrospective only). Default: the measured (masked) k-space")
+_MAPS_HELP = ("your own coil sensitivity maps instead of ESPIRiT: .npy [coils, H, W] complex or a BART .cfl "
+              "(e.g. from 'bart ecalib'; the first set of maps); needed when the mask has no calibration region")
 
 
 def _hybrid_args(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +57,7 @@ def _hybrid_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lamb_start", type=finite_float, default=1.0, help="Kaczmarz step size at the first iteration")
     parser.add_argument("--lamb_end", type=finite_float, default=0.2, help="Kaczmarz step size at the last iteration")
     parser.add_argument("--espirit_from_full", action="store_true", help=_ESPIRIT_HELP)
+    parser.add_argument("--maps", default=None, metavar="FILE", help=_MAPS_HELP)
 
 
 def _hybrid_settings(args: argparse.Namespace, config) -> dict:
@@ -67,7 +70,7 @@ def _hybrid_settings(args: argparse.Namespace, config) -> dict:
 
 def _maps(ctx: ic.Context) -> torch.Tensor:
     """ESPIRiT maps [1, C, H, W] of the run, refused (one line, exit 2) when their coil count is not the data's."""
-    maps = coil_maps(ctx, ctx.args.espirit_from_full)
+    maps = coil_maps(ctx, ctx.args.espirit_from_full, ctx.args.maps)
     check_maps(ctx.y[0], maps[0])
     return maps
 
@@ -82,6 +85,7 @@ def _hybrid_operator(ctx: ic.Context) -> SENSE:
 def _sense_args(parser: argparse.ArgumentParser) -> None:
     """SENSE-only flags."""
     parser.add_argument("--espirit_from_full", action="store_true", help=_ESPIRIT_HELP)
+    parser.add_argument("--maps", default=None, metavar="FILE", help=_MAPS_HELP)
 
 
 def _sense_operator(ctx: ic.Context) -> SENSE:

@@ -335,7 +335,7 @@ def _read_npy_problem(path: Path, kind: InputKind, task: str | None, slice_index
     if task == "prospective":
         mask_path = path.with_name(f"{path.stem}_mask.npy")
         mask = as_mask(read_npy(mask_path, "mask"), image.shape[-2:], f"mask {mask_path}")
-    scale = (float(np.abs(image).max()) or 1.0) if kind.coils else 1.0  # multi-coil: magnitude to [0, 1]
+    scale = float(np.abs(image).max()) or 1.0  # magnitude to [0, 1] whatever the input's units (undone on saving)
     return Problem(name=path.stem, source=path, task=task, image=image / scale, mask=mask, scale=scale)
 
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MASK_TYPES", "get_mask", "calib_width", "ESPIRIT_MAX_CALIB", "ESPIRIT_MIN_CALIB"]
+__all__ = ["MASK_TYPES", "get_mask", "poisson_pattern", "calib_width", "espirit_kernel", "ESPIRIT_MAX_CALIB",
+           "ESPIRIT_MIN_CALIB"]
 
 ESPIRIT_MAX_CALIB = 24  # sigpy / BART default calibration width
-ESPIRIT_MIN_CALIB = 12  # below this (kernel width 6) ESPIRiT has too few calibration rows to work with
+ESPIRIT_MIN_CALIB = 8   # below this even a smaller kernel (``espirit_kernel``) leaves too few calibration rows
+ESPIRIT_KERNEL = 6      # sigpy / BART default kernel width (calibration widths >= 12)
+
+
+def espirit_kernel(width: int) -> int:
+    """ESPIRiT kernel width for a calibration width: the default 6, narrower (width // 2) below 12."""
+    return ESPIRIT_KERNEL if width >= 2 * ESPIRIT_KERNEL else max(3, int(width) // 2)
 
 
 def calib_width(mask: np.ndarray | torch.Tensor, cap: int = ESPIRIT_MAX_CALIB) -> int:
@@ -27,8 +34,9 @@ def calib_width(mask: np.ndarray | torch.Tensor, cap: int = ESPIRIT_MAX_CALIB) -
 
     width = next((w for w in range(min(H, W, cap), 0, -1) if fits(w)), 0)
     if width < ESPIRIT_MIN_CALIB:
-        raise ValueError(f"only a {width}x{width} fully sampled k-space centre: ESPIRiT needs at least "
-                         f"{ESPIRIT_MIN_CALIB}x{ESPIRIT_MIN_CALIB} (use a larger --center_fraction)")
+        raise ValueError(f"no calibration region: only a {width}x{width} fully sampled k-space centre, ESPIRiT "
+                         f"needs at least {ESPIRIT_MIN_CALIB}x{ESPIRIT_MIN_CALIB}: pass --maps FILE (coil maps "
+                         f"[C, H, W]) or use a larger --center_fraction")
     return width
 
 MASK_TYPES = ("gaussian1d", "uniform1d", "gaussian2d", "uniformrandom2d", "poisson")
@@ -74,8 +82,20 @@ def _sample_pattern(rng: np.random.RandomState, type: str, shape: tuple[int, int
 
 def _poisson_pattern(size: int, acc_factor: float, seed: int) -> np.ndarray:
     """Variable-density Poisson-disc pattern [size, size] from sigpy with an explicit seed."""
+    return poisson_pattern((size, size), acc_factor, seed)
+
+
+def poisson_pattern(shape: tuple[int, int], acc_factor: float, seed: int,
+                    calib: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Variable-density Poisson-disc pattern [H, W] (sigpy, explicit seed) with a fully sampled ``calib`` centre."""
     from sigpy.mri import poisson  # heavy import (numba), only needed here
-    return np.real(poisson((size, size), accel=acc_factor, seed=int(seed))).astype(np.float32)
+    calib = tuple(int(c) for c in calib)
+    pattern = np.real(poisson(tuple(shape), accel=acc_factor, calib=calib, seed=int(seed))).astype(np.float32)
+    H, W = shape
+    h, w = calib
+    if h > 0 and w > 0:  # the block exactly where centred calibration crops look: [n//2 - c//2, n//2 - c//2 + c)
+        pattern[H // 2 - h // 2:H // 2 - h // 2 + h, W // 2 - w // 2:W // 2 - w // 2 + w] = 1
+    return pattern
 
 
 def get_mask(img: torch.Tensor, size: int, batch_size: int, type: str = "gaussian2d", acc_factor: float = 8,

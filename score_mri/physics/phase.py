@@ -16,7 +16,7 @@ import torch
 
 from score_mri.physics.operators import LinearOperator, coil_slice
 
-__all__ = ["calibration_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated"]
+__all__ = ["calibration_size", "lowpass_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated"]
 
 MIN_CALIB = 4  # smallest usable calibration block (pixels per side)
 
@@ -55,16 +55,57 @@ def hann_window(shape: tuple[int, int], size: tuple[int, int], device: torch.dev
     return out.to(device)
 
 
+def lowpass_size(mask: torch.Tensor | np.ndarray, min_density: float = 0.3) -> tuple[int, int]:
+    """Side of the largest centred square (at most a quarter of the matrix) such that it and every smaller one
+    have ``min_density`` of their k-space sampled.
+
+    For masks without a usable fully sampled centre (Poisson disc, variable density, no calibration
+    lines): the densely sampled low frequencies. UserError when no centred square of 4 x 4 or more reaches it.
+    """
+    from score_mri.errors import UserError
+    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    m = (np.abs(m.reshape(-1, *m.shape[-2:])) > 0).mean(axis=0)  # [H, W] sampled fraction over coils/batch
+    H, W = m.shape
+
+    def dense(w: int) -> bool:
+        y0, x0 = H // 2 - w // 2, W // 2 - w // 2
+        return float(m[y0:y0 + w, x0:x0 + w].mean()) >= min_density
+
+    w = 0  # grow from the centre while the square stays dense
+    while w < max(MIN_CALIB, min(H, W) // 4) and dense(max(w + 1, MIN_CALIB)):
+        w = max(w + 1, MIN_CALIB)
+    if w < MIN_CALIB:
+        raise UserError(f"no calibration region: the k-space centre is sampled too sparsely to estimate the "
+                        f"image phase (less than {min_density:.0%} of the central {MIN_CALIB}x{MIN_CALIB})")
+    return w, w
+
+
+def _density(mask: torch.Tensor, shape: tuple[int, int], device) -> torch.Tensor:
+    """Local sampling density [H, W] of ``mask`` (5 x 5 box average of the sampled points; 1 off the samples)."""
+    m = (torch.abs(mask.reshape(-1, *mask.shape[-2:]).float()) > 0).float().mean(dim=0)   # [H, W]
+    m = torch.broadcast_to(m, shape).to(device)
+    d = torch.nn.functional.avg_pool2d(m[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
+    return torch.where(m > 0, d.clamp_min(1e-3), torch.ones_like(d))
+
+
 def estimate_phase(op: LinearOperator, y: torch.Tensor, mask: torch.Tensor,
                    size: tuple[int, int] | None = None) -> torch.Tensor:
     """phi = angle(A^H (w * y)): phase of the Hann-tapered low-resolution image of the calibration block.
 
     ``op`` maps k-space to the state's image space with its adjoint (a single-coil or per-coil Cartesian
     operator: one phase per coil; a SENSE operator: the phase of the coil-combined image). Real tensor
-    shaped like ``op.A_H(y)``.
+    shaped like ``op.A_H(y)``. Without a fully sampled centre of 4 x 4 or more, the taper covers the densely
+    sampled centre (:func:`lowpass_size`) and the data are weighted by the inverse local sampling density.
     """
-    size = calibration_size(mask) if size is None else size
-    w = hann_window(tuple(y.shape[-2:]), size, y.device)
+    shape = tuple(y.shape[-2:])
+    if size is None:
+        try:
+            size = calibration_size(mask)
+        except ValueError:
+            size = lowpass_size(mask)
+            w = hann_window(shape, size, y.device) / _density(mask, shape, y.device)
+            return torch.angle(op.A_H(w * y))
+    w = hann_window(shape, size, y.device)
     return torch.angle(op.A_H(w * y))
 
 
