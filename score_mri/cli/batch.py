@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,22 @@ def default_threads(environ: dict | None = None) -> int:
     return max(1, min(cpus, cpus - busy) // local)
 
 
+def _cpus() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def configure_threads(requested: int | None) -> int:
-    """Set torch's intra-op threads: ``--threads``, else ``$OMP_NUM_THREADS`` (kept), else the default."""
+    """Set torch's intra-op threads: ``--threads`` (at most the cores, with a warning), else
+    ``$OMP_NUM_THREADS`` (kept), else the default."""
+    import warnings
+
     import torch
     if requested is not None:
+        cpus = _cpus()
+        if int(requested) > cpus:
+            warnings.warn(f"--threads {requested} is more than the {cpus} CPU core(s) here: using {cpus}")
+            requested = cpus
         torch.set_num_threads(int(requested))
     elif not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(default_threads())
@@ -102,27 +115,36 @@ def _items(job, files: list[Path], spec) -> list[Item]:
             old = ic.existing_key(root, it.name)
             if old is None:
                 continue
-            if old == ic.run_key(job, it.path, it.name) and (root / "recon" / f"{it.name}.npy").is_file():
+            key = ic.run_key(job, it.path, it.name)
+            if old == key and (root / "recon" / f"{it.name}.npy").is_file():
                 it.root = root
             elif not job.args.overwrite:
-                clash.append((root, it.name))
+                clash.append((root, it.name, sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))))
     if clash:
-        root, name = clash[0]
-        raise UserError(f"{len(clash)} result(s) in {root} (e.g. {name}) were written with other settings: "
-                        f"add --overwrite to replace them, or choose another --save_dir")
+        root, name, changed = clash[0]
+        raise UserError(f"{len(clash)} result(s) in {root} (e.g. {name}) were written with other settings or "
+                        f"inputs ({', '.join(changed[:4])}): add --overwrite to replace them, or choose another "
+                        f"--save_dir")
     return items
 
 
 def run_batch(job, files: list[Path], spec) -> dict:
-    """Reconstruct the selected slices of ``files`` (split over torchrun ranks), then assemble the volumes."""
+    """Reconstruct the selected slices of ``files`` (split over torchrun ranks), then assemble the volumes.
+
+    A slice that fails (bad data, a non-finite result) is recorded and the others go on; the volumes and the
+    summary are written, and the run then raises the first failure (exit status 2, or 3 when non-finite).
+    """
     dist = Dist()
     quiet = job.args.quiet
+    lock = None
     try:
         # rank 0 alone decides what is done (another rank reading while rank 0 writes would split differently)
         plan = None
         if dist.rank == 0:
-            try:
-                plan = (None, _items(job, files, spec))
+            try:  # one run at a time per save_dir and script: two would mix their slices in one volume
+                _items(job, files, spec)          # bad inputs are refused before the save_dir is created
+                lock = outputs.SaveDirLock(Path(job.args.save_dir), job.script.kind)
+                plan = (None, _items(job, files, spec))     # what is done, decided under the lock
             except UserError as e:
                 plan = (str(e), None)
         error, items = dist.broadcast(plan)
@@ -136,30 +158,44 @@ def run_batch(job, files: list[Path], spec) -> dict:
         if dist.rank == 0:
             log(f"{len(items)} slices of {len(files)} file(s): {len(items) - len(todo)} done already, "
                 f"{len(todo)} to do" + (f" over {dist.world_size} processes" if dist.active else ""), quiet=quiet)
-        done, where = {}, ""
+        done, failed = {}, {}
         try:  # a failing rank still reaches the gather below, so the others do not wait for it forever
             model = ic.load_model(job) if mine else None
             for k, it in enumerate(mine, 1):
-                where = f"{it.path.name} slice {it.index}: "
-                problem = read_problem(it.path, job.script.input, getattr(job.args, "task", None), it.index,
-                                       int(job.config.data.image_size), coils=getattr(job.args, "coils", None))
-                ic.reconstruct_problem(job, model, problem, tag=f"{prefix}[{k}/{len(mine)}] ")
+                try:
+                    problem = read_problem(it.path, job.script.input, getattr(job.args, "task", None), it.index,
+                                           int(job.config.data.image_size), coils=getattr(job.args, "coils", None))
+                    ic.reconstruct_problem(job, model, problem, tag=f"{prefix}[{k}/{len(mine)}] ")
+                except (UserError, FloatingPointError) as e:  # this slice only: the others still run
+                    failed[it.name] = (type(e).__name__, f"{it.path.name} slice {it.index}: {e}")
+                    sys.stderr.write(f"{prefix}error: {failed[it.name][1]} (the other slices go on)\n")
+                    continue
                 done[it.name] = str(ic.root_of(job, problem.task)[1])
         except (UserError, FloatingPointError) as e:
-            error = (type(e).__name__, f"{where}{e}")
-        gathered = dist.gather((error, done))
-        errors = [e for e, _ in gathered if e]
+            error = (type(e).__name__, str(e))
+        gathered = dist.gather((error, done, failed))
+        errors = [e for e, _, _ in gathered if e]
         if errors:  # the first failing rank's error, on every rank (a NaN result keeps its own exit status)
             kind, message = errors[0]
             raise (FloatingPointError if kind == "FloatingPointError" else UserError)(message)
-        for _, d in gathered:
+        failures: dict[str, tuple[str, str]] = {}
+        for _, d, f in gathered:
+            failures.update(f)
             for it in items:
                 if it.name in d:
                     it.root = Path(d[it.name])
-        if dist.rank != 0:
-            return {}
-        return _assemble_all(job, files, items)
+        result = _assemble_all(job, files, items, failures) if dist.rank == 0 else {}
+        if failures:
+            _, message = next(iter(failures.values()))
+            n = len(failures)
+            text = (f"{n} of {len(items)} slice(s) failed (first: {message}); the other slices, their volumes "
+                    f"and the summary were written")
+            raise (FloatingPointError if all(k == "FloatingPointError" for k, _ in failures.values())
+                   else UserError)(text)
+        return result
     finally:
+        if lock is not None:
+            lock.release()
         dist.close()
 
 
@@ -222,28 +258,63 @@ def _markdown(volumes: list[dict]) -> str:
 
     lines = ["| volume | slices | target | ZF PSNR (dB) | ZF SSIM | PSNR (dB) | SSIM | NMSE |",
              "|---|---|---|---|---|---|---|---|"]
-    lines += [row(v["volume"], str(len(v["slices"])), v["target"], v["zero_filled"], v["recon"]) for v in volumes]
+    lines += [row(v["volume"], str(len(v["slices"])) if not v.get("failed") else f"failed: {', '.join(v['failed'])}",
+                  v["target"], v["zero_filled"], v["recon"]) for v in volumes]
     n = sum(v["recon"] is not None for v in volumes)
     if n:
         lines.append(row(f"**mean** ({n})", "", "", _mean(volumes, "zero_filled"), _mean(volumes, "recon")))
     return "\n".join(lines) + "\n"
 
 
-def _assemble_all(job, files: list[Path], items: list[Item]) -> dict:
-    """Assemble every volume, write summary.json / summary.md per results folder, print one line each."""
+def _complete_indices(job, path: Path, root: Path, selected: list[int]) -> list[int]:
+    """The selected slices plus every other slice of ``path`` with a complete result of the same key under root
+    (a rerun of a sub-range keeps the slices an earlier run of the same settings put in the volume)."""
+    extra = []
+    for i in range(h5_slice_count(path)):
+        name = f"{path.stem}_s{i}"
+        if i not in selected and (root / "recon" / f"{name}.npy").is_file() \
+                and ic.existing_key(root, name) == ic.run_key(job, path, name):
+            extra.append(i)
+    return sorted(set(selected) | set(extra))
+
+
+def _failed_volume(path: Path, root: Path, failed: dict[int, str]) -> dict:
+    """The summary record of a file with failed slices: no volume file (an earlier one is removed), no metrics."""
+    out = root / "reconstructions" / f"{path.stem}.h5"
+    out.unlink(missing_ok=True)        # it would not match this run's slices
+    return {"volume": path.stem, "file": None, "input": str(path.resolve()), "slices": [], "shape": None,
+            "target": "none", "recon": None, "zero_filled": None,
+            "failed": {str(i): message for i, message in sorted(failed.items())}}
+
+
+def _assemble_all(job, files: list[Path], items: list[Item], failures: dict | None = None) -> dict:
+    """Assemble every volume, write summary.json / summary.md per results folder, print one line each.
+
+    ``failures``: slice name -> (error type, message); a file with a failed slice gets no volume file and is
+    listed with its failures in the summary."""
+    failures = failures or {}
     by_root: dict[Path, list[dict]] = {}
     for path in files:
         mine = [it for it in items if it.path == path]
-        root = mine[0].root
-        by_root.setdefault(root, []).append(assemble_volume(path, root, [it.index for it in mine]))
-    settings = {k: v for k, v in ic.run_key(job, files[0], "").items() if k not in ("input", "name")}
+        roots = [it.root for it in mine if it.root is not None]
+        root = roots[0] if roots else _candidate_roots(job)[0]
+        failed = {it.index: failures[it.name][1] for it in mine if it.name in failures}
+        if failed:
+            record = _failed_volume(path, root, failed)
+        else:
+            record = assemble_volume(path, root, _complete_indices(job, path, root, [it.index for it in mine]))
+        by_root.setdefault(root, []).append(record)
+    settings = {k: v for k, v in ic.run_key(job, files[0], "").items() if k not in ("input", "name", "input_id")}
     for root, volumes in by_root.items():
         mean = _mean(volumes, "recon")
+        failed = [{"volume": v["volume"], "slice": int(i), "error": m} for v in volumes
+                  for i, m in v.get("failed", {}).items()]
         summary = {"volumes": volumes, "mean": mean, "mean_zero_filled": _mean(volumes, "zero_filled"),
-                   "settings": settings}
+                   "failed": failed, "settings": settings}
         outputs.write_atomic(root / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
         outputs.write_atomic(root / "summary.md", _markdown(volumes))
         n = sum(v["recon"] is not None for v in volumes)
         text = f"{mean['psnr']:.2f} dB / {mean['ssim']:.4f} SSIM (mean over {n})" if mean else "no target"
+        text += f", {len(failed)} slice(s) failed" if failed else ""
         print(f"{len(volumes)} volume(s): {text} -> {root / 'reconstructions'}", flush=True)
     return {"volumes": [v for vs in by_root.values() for v in vs]}

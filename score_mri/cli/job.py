@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -72,14 +73,65 @@ class Job:
 
 
 # flags that do not change a result: a rerun differing only in these resumes instead of being refused
-_NOT_IN_KEY = {"data", "slice", "save_dir", "overwrite", "quiet", "threads", "device", "skip_memory_check"}
+_NOT_IN_KEY = {"data", "slice", "save_dir", "overwrite", "quiet", "threads", "device", "skip_memory_check", "precision"}
+
+
+# flags whose unset value the config fills in: the key holds the resolved value (SamplerSettings field)
+_RESOLVED = {"N": "N", "m": "n_steps", "snr": "snr", "predictor": "predictor", "corrector": "corrector",
+             "t0": "t0", "eta": "eta", "grid": "grid", "cg_iters": "cg_iters", "gamma": "gamma",
+             "complex_mode": "complex_mode", "m_steps": "m_steps"}
+_WHOLE_HASH_BYTES = 64 << 20        # files up to this size are hashed whole; larger ones by size, mtime, ends
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def fingerprint(path: str | Path) -> str | None:
+    """The content identity of a file: SHA-256 of it (large files: of size, mtime and first/last MiB); None
+    for a file that is not there."""
+    import hashlib
+    path = Path(path)
+    if not path.is_file():
+        return None
+    st = path.stat()
+    cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if cache_key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            if st.st_size <= _WHOLE_HASH_BYTES:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+                h.update(f.read(1 << 20))
+                f.seek(-(1 << 20), os.SEEK_END)
+                h.update(f.read(1 << 20))
+        _FINGERPRINTS[cache_key] = f"{st.st_size}:{h.hexdigest()[:20]}"
+    return _FINGERPRINTS[cache_key]
+
+
+def _input_files(path: Path) -> list[Path]:
+    """The files an input reads: the file, a prospective image's ``<stem>_mask.npy``, BART's .cfl and .hdr."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".cfl", ".hdr"):
+        return [p for p in (path.with_suffix(".cfl"), path.with_suffix(".hdr")) if p.is_file()]
+    companions = [path.with_name(f"{path.stem}_mask.npy")] if suffix == ".npy" else []
+    return [path] + [p for p in companions if p.is_file()]
 
 
 def run_key(job: Job, path: Path, name: str) -> dict:
-    """The settings a result was computed with (stored in its metrics JSON; equal keys = the same result)."""
+    """The settings a result was computed with (stored in its metrics JSON; equal keys = the same result):
+    the flags as resolved (a default passed explicitly gives the same key) and the content identity of the
+    input, config and checkpoint (a file replaced in place gives another key)."""
     key = {k: v for k, v in sorted(vars(job.args).items()) if k not in _NOT_IN_KEY}
-    key.update(sampler=job.script.sampler, input=str(Path(path).resolve()), name=name,
-               config=str(Path(job.args.config).resolve()), ckpt=str(Path(job.args.ckpt).resolve()))
+    for flag, field_name in _RESOLVED.items():
+        if flag in key:
+            key[flag] = getattr(job.settings, field_name)
+    key.update(seed=job.opts.seed, fast=job.opts.fast)
+    path = Path(path)
+    key.update(sampler=job.script.sampler, input=str(path.resolve()), name=name,
+               config=str(Path(job.args.config).resolve()), ckpt=str(Path(job.args.ckpt).resolve()),
+               input_id=[fingerprint(p) for p in _input_files(path)],
+               config_id=fingerprint(job.args.config), ckpt_id=fingerprint(job.args.ckpt))
     return json.loads(json.dumps(key, default=str))  # as it reads back from the JSON (tuples -> lists, ...)
 
 
@@ -102,10 +154,59 @@ def prepare(script: Script, argv: list[str] | None = None) -> Job:
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    config = load_config(args.config)
+    config = checked_config(args.config)
+    if args.faithful:  # the original's sampler: its predictor and Langevin corrector unless named
+        args.predictor = args.predictor or "reverse_diffusion"
+        args.corrector = args.corrector or "langevin"
     extra = script.settings(args, config) if script.settings is not None else {}
     settings, opts = cli.resolve(args, config, coils=script.input.coils, **extra)
+    _check_settings(script, args, settings)
     return Job(script=script, args=args, config=config, settings=settings, opts=opts)
+
+
+# config fields every reconstruction reads: a get_config() without them is not a score-MRI config
+_CONFIG_FIELDS = ("model.sigma_min", "model.sigma_max", "model.num_scales", "model.ch_mult", "data.image_size",
+                  "training.continuous")
+
+
+def _has_field(config: Any, dotted: str) -> bool:
+    """Whether ``config.<dotted>`` can be read."""
+    try:
+        for part in dotted.split("."):
+            config = getattr(config, part)
+    except Exception:
+        return False
+    return True
+
+
+def checked_config(path: str | Path) -> Any:
+    """The config of ``--config``; a non-Python file, a failing get_config() or a non-config is a UserError."""
+    path = Path(path)
+    if path.is_file() and path.suffix != ".py":
+        raise UserError(f"--config {path}: expected a python config file (.py) with get_config(), "
+                        f"not a {path.suffix or 'suffix-less'} file")
+    try:
+        config = load_config(path)
+    except UserError:
+        raise
+    except Exception as e:  # get_config() itself failed
+        raise UserError(f"config {path}: get_config() failed: {type(e).__name__}: {e}".splitlines()[0]) from None
+    missing = [f for f in _CONFIG_FIELDS if not _has_field(config, f)]
+    if missing:
+        raise UserError(f"config {path}: get_config() returned a {type(config).__name__} without "
+                        f"{', '.join(missing)} (not a score-MRI config)")
+    return config
+
+
+def _check_settings(script: Script, args: argparse.Namespace, settings: Any) -> None:
+    """Refuse (UserError) settings the sampler would accept but that cannot give a reconstruction."""
+    from score_mri import samplers as sampling
+    if script.sampler == "sense" and int(settings.cg_iters) < 1:
+        raise UserError(f"--cg_iters must be >= 1 for the SENSE sampler (its only data consistency), "
+                        f"got {settings.cg_iters}")
+    if settings.faithful and getattr(sampling.get_predictor(settings.predictor), "projects", False):
+        raise UserError(f"--faithful reproduces the original's SDE samplers; predictor {settings.predictor} "
+                        f"is not one of them (use e.g. --predictor reverse_diffusion)")
 
 
 def root_of(job: Job, task: str) -> tuple[str, Path]:
@@ -117,7 +218,7 @@ def root_of(job: Job, task: str) -> tuple[str, Path]:
 def load_model(job: Job):
     """The score model of the job's config and checkpoint on its device (loaded once per command)."""
     from score_mri import recon
-    return recon.load_model(job.config, job.args.ckpt, job.opts.device)
+    return recon.load_model(job.config, job.args.ckpt, job.opts.device, getattr(job.args, "precision", "auto"))
 
 
 def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> dict:
@@ -161,7 +262,8 @@ def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> 
                                 callback=callback, inverse_scaler=utils.get_data_inverse_scaler(job.config))
     finally:
         bar.close()
-    ctx.record.update(threads=torch.get_num_threads(), run_key=run_key(job, problem.source, problem.name))
+    ctx.record.update(threads=torch.get_num_threads(), precision=getattr(model, "inference_precision", "fp32"),
+                      run_key=run_key(job, problem.source, problem.name))
     return _save(args, settings, opts, problem, kind, root, rec, ctx,
                  recon.to_image(x_zf, script.input.real_valued),
                  recon.to_image(image, script.input.real_valued) if problem.task == "retrospective" else None,

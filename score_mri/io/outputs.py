@@ -16,7 +16,7 @@ import numpy as np
 
 from score_mri.errors import UserError
 
-__all__ = ["check_save_dir", "magnitude", "metrics_of", "save_results", "write_atomic", "write_volume"]
+__all__ = ["check_save_dir", "magnitude", "metrics_of", "save_results", "SaveDirLock", "write_atomic", "write_volume"]
 
 
 def magnitude(img: np.ndarray) -> np.ndarray:
@@ -143,6 +143,8 @@ def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], pr
         _figure(put(f"{name}_figure.png"), figure_title, panels, vmax)
 
         new = {p.relative_to(scratch) for p in scratch.rglob("*") if p.is_file()}
+        # the old completion marker goes first: a run killed below leaves no marker a resume could trust
+        (root / f"{name}_metrics.json").unlink(missing_ok=True)
         for old in _result_files(root, name):  # the new set replaces the old one whole
             if old.relative_to(root) not in new:
                 old.unlink()
@@ -155,9 +157,52 @@ def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], pr
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _remove_dead_tmp(path: Path) -> None:
+    """Remove ``.<name>.<pid>.tmp`` files beside ``path`` left by killed writers."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+class SaveDirLock:
+    """An exclusive lock on ``<save_dir>/.lock-<kind>`` held for a whole run (released when the process ends).
+
+    A second run of the same script into the same save_dir is refused (UserError) instead of mixing its slices
+    into the first one's volumes."""
+
+    def __init__(self, save_dir: Path, kind: str):
+        check_save_dir(save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        self.path = save_dir / f".lock-{kind.replace('/', '_')}"
+        self._file = open(self.path, "a+")
+        try:
+            import fcntl
+        except ImportError:     # no advisory locks on this platform: nothing to hold
+            return
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "?"
+            self._file.close()
+            raise UserError(f"another run (pid {holder}) is writing {kind} results into {save_dir}: wait for "
+                            f"it to end, or choose another --save_dir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self) -> None:
+        """Release the lock (closing the file releases it)."""
+        if not self._file.closed:
+            self._file.close()
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary beside it, so readers never see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_tmp(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -167,6 +212,7 @@ def write_volume(path: Path, reconstruction: np.ndarray, attrs: dict[str, Any]) 
     """fastMRI submission file: dataset ``reconstruction`` [slices, H, W] float32, written atomically."""
     import h5py
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_tmp(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w") as f:
