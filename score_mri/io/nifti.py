@@ -8,6 +8,7 @@ else 1 mm (identity). No patient orientation is claimed (the scanner's position 
 """
 from __future__ import annotations
 
+import gzip
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -108,7 +109,8 @@ def affine_of(spacing: Spacing | None) -> np.ndarray:
 
 
 def write_nifti(path: str | Path, volume: np.ndarray, spacing: Spacing | None = None) -> Path:
-    """Write ``volume`` [slices, H, W] (magnitude, float32) as NIfTI-1 (axes H, W, slice), atomically."""
+    """Write ``volume`` [slices, H, W] (magnitude, float32) as NIfTI-1 (axes H, W, slice; ``.nii.gz``
+    compressed), atomically through ``.<name>.<pid>.tmp`` beside it."""
     import nibabel as nib
     path = Path(path)
     vol = np.asarray(volume)
@@ -122,11 +124,13 @@ def write_nifti(path: str | Path, volume: np.ndarray, spacing: Spacing | None = 
     img.header.set_xyzt_units("mm")
     img.header.set_qform(img.affine, code=1)
     img.header.set_sform(img.affine, code=1)
+    payload = img.to_bytes()                                            # a single-file .nii image
+    if path.name.endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=6, mtime=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")            # the volume writers' temporary name
     try:
-        nib.save(img, str(tmp))
+        tmp.write_bytes(payload)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
