@@ -4,6 +4,7 @@
 # Works as `bash install.sh` and as `source install.sh` (it never exits or changes options of your shell).
 #   TORCH_CUDA=1 bash install.sh   -> let pip choose a CUDA build of torch (GPU machines)
 #   SKIP_APT=1   bash install.sh   -> do not install Debian packages (bart, mricron-data)
+#   TRAIN_DATA=1 bash install.sh   -> also the PyPI packages holding the prior's other training images
 _score_mri_install() (
     set -euo pipefail
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +21,9 @@ _score_mri_install() (
     # The package itself, editable: `import score_mri` and the score-mri-* commands from anywhere.
     # (A plain `pip install .` also works; it ships weights/ and samples/ inside the package.)
     "$py" -m pip install --quiet --no-deps -e "$here" || "$py" -m pip install --quiet --no-deps --no-build-isolation -e "$here"
+    if [ "${TRAIN_DATA:-0}" = "1" ]; then
+        "$py" -m pip install --quiet dipy pydicom pydicom-data   # scripts/prepare_open_mri.py
+    fi
     if [ "${SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1; then
         sudo=""
         if [ "$(id -u)" != "0" ]; then
