@@ -102,6 +102,7 @@ def test_a_bad_slice_does_not_stop_the_batch(tmp_path, tiny, capsys, value):
     assert not (root / "a_s1_metrics.json").exists()
     assert _volume(save, "b")[1] == [0, 1]
     assert not (root / "reconstructions" / "a.h5").exists(), "no volume file for a file with a failed slice"
+    assert not (root / "reconstructions" / "a.nii.gz").exists()
     summary = json.loads((root / "summary.json").read_text())
     assert [(f["volume"], f["slice"]) for f in summary["failed"]] == [("a", 1)]
     assert summary["mean"] is not None and "failed" in (root / "summary.md").read_text()

@@ -281,7 +281,8 @@ def _complete_indices(job, path: Path, root: Path, selected: list[int]) -> list[
 def _failed_volume(path: Path, root: Path, failed: dict[int, str]) -> dict:
     """The summary record of a file with failed slices: no volume file (an earlier one is removed), no metrics."""
     out = root / "reconstructions" / f"{path.stem}.h5"
-    out.unlink(missing_ok=True)        # it would not match this run's slices
+    for stale in (out, out.with_name(f"{path.stem}.nii.gz")):
+        stale.unlink(missing_ok=True)  # they would not match this run's slices
     return {"volume": path.stem, "file": None, "input": str(path.resolve()), "slices": [], "shape": None,
             "target": "none", "recon": None, "zero_filled": None,
             "failed": {str(i): message for i, message in sorted(failed.items())}}
