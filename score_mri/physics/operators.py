@@ -6,8 +6,13 @@ exact projection onto {x : A x = y} where one exists, or ``normal`` with :func:`
 
 * :class:`SingleCoilCartesian`: Algorithms 2 and 3, the original's shifted, unnormalised FFT.
 * :class:`MultiCoilCartesian`: Algorithms 4 and 5, one centered orthonormal k-space per coil (fastMRI).
-* :class:`CoilMaps` (x -> S_c x) and :class:`SENSE` = :class:`MultiCoilCartesian` after :class:`CoilMaps`
-  (Pruessmann et al. 1999), the model of Algorithm 5's Kaczmarz step and of the SENSE sampler.
+* :class:`CoilMaps` (x -> S_c x) and :class:`SENSE` = any Fourier operator after :class:`CoilMaps`
+  (Pruessmann et al. 1999; :class:`MultiCoilCartesian` by default), the model of Algorithm 5's Kaczmarz step
+  and of the SENSE sampler.
+
+Every operator solves (A^H A + gamma I) x = A^H y + gamma x_hat with :meth:`LinearOperator.solve` (batched
+complex CG on the normal operator). Fourier operators are registered by name (:func:`register_fourier`,
+:func:`get_fourier`): a new one is a module with a :class:`LinearOperator` subclass and its registration.
 
 Shapes: images and k-space are [B, C, H, W] (C coils, 1 for single-coil and SENSE images); masks are real
 0/1 tensors broadcastable to the k-space. Adjointness <A x, y> = <x, A_H y> is tested for every operator.
@@ -18,10 +23,20 @@ from typing import Callable
 
 import torch
 
+from models.registry import lookup, registrar
 from score_mri.physics.fft import fft2c, ifft2c
 
-__all__ = ["fft2", "ifft2", "LinearOperator", "SingleCoilCartesian", "MultiCoilCartesian", "CoilMaps", "SENSE",
-           "conjugate_gradient", "data_consistency", "data_consistency_real", "kaczmarz_original"]
+__all__ = ["fft2", "ifft2", "coil_slice", "LinearOperator", "SingleCoilCartesian", "MultiCoilCartesian", "CoilMaps",
+           "SENSE", "FOURIER_OPERATORS", "register_fourier", "get_fourier", "conjugate_gradient",
+           "data_consistency", "data_consistency_real", "kaczmarz_original"]
+
+FOURIER_OPERATORS: dict[str, type] = {}
+register_fourier = registrar(FOURIER_OPERATORS, "Fourier operator")
+
+
+def get_fourier(name: str) -> type:
+    """The Fourier operator class registered under ``name`` ('cartesian', 'cartesian_single', ...)."""
+    return lookup(FOURIER_OPERATORS, "Fourier operator", name)
 
 
 def fft2(x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +73,11 @@ class LinearOperator:
         """Zero-filled image of the measurements y (the adjoint, up to the transform's normalisation)."""
         return self.A_H(y)
 
+    def solve(self, x_hat: torch.Tensor, y: torch.Tensor, gamma: float, n_iter: int) -> torch.Tensor:
+        """Regularised data consistency: ``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat from x_hat."""
+        return conjugate_gradient(lambda v: self.normal(v) + gamma * v, self.A_H(y) + gamma * x_hat,
+                                  x_hat, n_iter)
+
 
 class _Cartesian(LinearOperator):
     """A x = mask * fwd(x) for a 2-D transform pair (fwd, inv) that inverts exactly; masks are 0/1."""
@@ -85,6 +105,7 @@ class _Cartesian(LinearOperator):
         return type(self)(coil_slice(self.mask, sl))
 
 
+@register_fourier(name="cartesian_single")
 class SingleCoilCartesian(_Cartesian):
     """Single-coil Cartesian MRI, A x = mask * fft2(x) with the original shifted, unnormalised FFT.
 
@@ -102,6 +123,7 @@ class SingleCoilCartesian(_Cartesian):
         return (h * w) * ifft2(self.mask * y)
 
 
+@register_fourier(name="cartesian")
 class MultiCoilCartesian(_Cartesian):
     """Multi-coil Cartesian MRI, one k-space per coil: A x = mask * fft2c(x) (orthonormal, so A_H = ifft2c)."""
 
@@ -126,24 +148,34 @@ class CoilMaps(LinearOperator):
 
 
 class SENSE(LinearOperator):
-    """SENSE model A x = mask * fft2c(S_c x): :class:`MultiCoilCartesian` composed with :class:`CoilMaps`.
+    """SENSE model A x = F(S_c x): a Fourier operator F (one k-space per coil) composed with :class:`CoilMaps`.
 
-    x [B, 1, H, W] -> coil k-space [B, C, H, W]; with ESPIRiT maps normalised so that sum_c |S_c|^2 = 1
-    inside the support, A^H A is a projection-like operator with eigenvalues in [0, 1].
+    ``fourier`` is any operator on coil images [B, C, H, W] (a registered Fourier operator), or a mask tensor,
+    which means :class:`MultiCoilCartesian` (mask * fft2c). x [B, 1, H, W] -> coil k-space; with ESPIRiT maps
+    normalised so that sum_c |S_c|^2 = 1 inside the support, A^H A has eigenvalues in [0, 1].
     """
 
-    def __init__(self, sens: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, sens: torch.Tensor, fourier: "LinearOperator | torch.Tensor"):
         self.maps = CoilMaps(sens)
-        self.cartesian = MultiCoilCartesian(mask)
-        self.sens, self.mask = sens, mask
+        self.fourier = MultiCoilCartesian(fourier) if isinstance(fourier, torch.Tensor) else fourier
+        self.sens, self.mask = sens, getattr(self.fourier, "mask", None)
+
+    @property
+    def cartesian(self) -> LinearOperator:
+        """The Fourier operator on the coil images (its name from when it was always Cartesian)."""
+        return self.fourier
+
+    @cartesian.setter
+    def cartesian(self, op: LinearOperator) -> None:
+        self.fourier = op
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward model: mask * fft2c(S_c x) for every coil c; x [B, 1, H, W] -> [B, C, H, W]."""
-        return self.cartesian.A(self.maps.A(x))
+        """Forward model: F(S_c x) for every coil c; x [B, 1, H, W] -> [B, C, ...]."""
+        return self.fourier.A(self.maps.A(x))
 
     def A_H(self, y: torch.Tensor) -> torch.Tensor:
-        """Adjoint: sum_c conj(S_c) ifft2c(mask * y_c); [B, C, H, W] -> [B, 1, H, W]."""
-        return self.maps.A_H(self.cartesian.A_H(y))
+        """Adjoint: sum_c conj(S_c) F^H(y)_c; [B, C, ...] -> [B, 1, H, W]."""
+        return self.maps.A_H(self.fourier.A_H(y))
 
     def combine(self, x_coils: torch.Tensor) -> torch.Tensor:
         """Coil combination S^H: sum_c conj(S_c) x_c; [B, C, H, W] -> [B, 1, H, W]."""
@@ -167,11 +199,6 @@ class SENSE(LinearOperator):
         """
         update = lamb * self.A_H(y - self.A(self.combine(x_coils)))  # [B, 1, H, W]
         return x_coils + self.expand(update)
-
-    def solve(self, x_hat: torch.Tensor, y: torch.Tensor, gamma: float, n_iter: int) -> torch.Tensor:
-        """Regularised data consistency: ``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat."""
-        return conjugate_gradient(lambda v: self.normal(v) + gamma * v, self.A_H(y) + gamma * x_hat,
-                                  x_hat, n_iter)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ import torch
 
 from score_mri import sde as sde_lib
 from models import utils as mutils
-from score_mri.physics.operators import (SENSE, MultiCoilCartesian, SingleCoilCartesian, data_consistency, data_consistency_real,
+from score_mri.physics.operators import (SENSE, coil_slice, MultiCoilCartesian, SingleCoilCartesian, data_consistency, data_consistency_real,
                        kaczmarz_original)
 from score_mri.samplers.predictors import randn, real_dtype
 from score_mri.samplers.pc_loop import (Callback, DataConsistency, PostStep, Project, Result, SamplerSettings,
@@ -63,32 +63,33 @@ class Algorithm:
 
     def per_coil_op(self, op):
         """The operator acting on the state (coil images take the Cartesian part of a SENSE operator)."""
-        return op.cartesian if isinstance(op, SENSE) and self.coil_images else op
+        return op.fourier if isinstance(op, SENSE) and self.coil_images else op
 
     def start(self, op, y: torch.Tensor, settings: SamplerSettings, sigma: float, g: torch.Generator):
-        """Data-consistent noise (faithful: the original's starts)."""
+        """Noise shaped like the image A^H y, made data-consistent (faithful: the original's starts)."""
+        shape = tuple(op.A_H(y).shape)
         if self.coil_images and settings.faithful and from_prior(settings):
             # The original: pure complex noise per coil, real part drawn first, no data consistency.
             dtype = real_dtype(y)
-            x_r = randn(y.shape, g, dtype, y.device) * sigma
-            x_i = randn(y.shape, g, dtype, y.device) * sigma
+            x_r = randn(shape, g, dtype, y.device) * sigma
+            x_i = randn(shape, g, dtype, y.device) * sigma
             return torch.complex(x_r, x_i)                                   # [B, C, H, W]
         complex_noise = not self.real_valued and not (settings.faithful and not self.coil_images)
-        x = op.project(start_noise(y.shape, g, y, sigma, complex_noise), y)
+        x = op.project(start_noise(shape, g, y, sigma, complex_noise), y)
         return torch.real(x) if self.real_valued else x
 
     def dc(self, op, y: torch.Tensor, settings: SamplerSettings) -> DataConsistency:
         """Data consistency of (x, x_mean) restricted to the coils ``sl``."""
         if self.real_valued:  # faithful: x_mean re-projected from the projected x (the original's quirk)
             return lambda x, x_mean, sl: data_consistency_real(
-                op.restrict(sl), x, _coils(y, sl), x_mean=None if settings.faithful else x_mean)
-        return lambda x, x_mean, sl: data_consistency(op.restrict(sl), x, x_mean, _coils(y, sl))
+                op.restrict(sl), x, coil_slice(y, sl), x_mean=None if settings.faithful else x_mean)
+        return lambda x, x_mean, sl: data_consistency(op.restrict(sl), x, x_mean, coil_slice(y, sl))
 
     def project(self, op, y: torch.Tensor) -> Project:
         """Data consistency of a clean estimate (for projecting predictors)."""
         if self.real_valued:
-            return lambda x0, sl: torch.real(op.restrict(sl).project(x0, _coils(y, sl)))
-        return lambda x0, sl: op.restrict(sl).project(x0, _coils(y, sl))
+            return lambda x0, sl: torch.real(op.restrict(sl).project(x0, coil_slice(y, sl)))
+        return lambda x0, sl: op.restrict(sl).project(x0, coil_slice(y, sl))
 
     def post_step(self, op, y: torch.Tensor, settings: SamplerSettings) -> PostStep | None:
         """Algorithm 5's Kaczmarz step every m_steps iterations; None for the other algorithms."""
@@ -110,11 +111,6 @@ class Algorithm:
             return op.kaczmarz_coils(x, y, lamb), op.kaczmarz_coils(x_mean, y, lamb)
 
         return kaczmarz
-
-
-def _coils(t: torch.Tensor, sl: slice) -> torch.Tensor:
-    """The coil slice ``sl`` of a [B, C, H, W] tensor; tensors with one coil (a shared mask) pass through."""
-    return t[:, sl] if t.dim() == 4 and t.shape[1] > 1 else t
 
 
 def run_algorithm(alg: Algorithm, model: torch.nn.Module, op, y: torch.Tensor, settings: SamplerSettings, *,

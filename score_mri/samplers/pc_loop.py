@@ -17,7 +17,7 @@ import torch
 from score_mri import sde as sde_lib
 from score_mri.samplers.predictors import randn, real_dtype, get_corrector, get_predictor
 
-Callback = Callable[[int, int, torch.Tensor], None]
+Callback = Callable[[int, int, torch.Tensor], None]  # (i, N, x0): the step's denoised estimate
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -171,7 +171,7 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
 
     x [B, C, H, W] (real or complex; C coils, or channels for Algorithm 1). For each time t_i and each
     coil group (all coils, or one coil at a time with ``split``), every step of ``steps`` is followed by
-    ``dc(x_group, x_mean_group, coil_slice)``; then ``post_step(i, x, x_mean)`` and ``callback(i, N, x)``.
+    ``dc(x_group, x_mean_group, coil_slice)``; then ``post_step(i, x, x_mean)`` and ``callback(i, N, x_mean)``.
     ``faithful``: noise drawn inside each call in the original's order; otherwise drawn once per
     iteration and step in the layout [k, B, C, P, H, W], so split and batched runs see the same noise.
     """
@@ -203,7 +203,7 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
         if post_step is not None:
             x, x_mean = post_step(i, x, x_mean)
         if callback is not None:
-            callback(i, n, x)
+            callback(i, n, x_mean)  # the denoised estimate: progress frames show the image, not the noise
     return x, x_mean
 
 

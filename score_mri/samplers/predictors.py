@@ -221,15 +221,11 @@ class DecomposedPredictor(Predictor):
     projects = True
     max_sigma_ratio = 2.0  # few steps start low enough that no step shrinks sigma by more (measured)
 
-    def __init__(self, sde: sde_lib.SDE, score_fn: ScoreFn, probability_flow: bool = False, eta: float = 0.0,
-                 clip: float | None = None):
+    def __init__(self, sde: sde_lib.SDE, score_fn: ScoreFn, probability_flow: bool = False, eta: float = 0.0):
         super().__init__(sde, score_fn, probability_flow)
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
-        if clip is not None and not float(clip) > 0:
-            raise ValueError(f"clip must be > 0 or None, got {clip}")
         self.eta = float(eta)
-        self.clip = None if clip is None else float(clip)
 
     @classmethod
     def from_settings(cls, sde: sde_lib.SDE, score_fn: ScoreFn, settings) -> "DecomposedPredictor":
@@ -251,8 +247,6 @@ class DecomposedPredictor(Predictor):
             sigma, sigma_next = self.sde.marginal_prob(torch.zeros_like(t), t)[1], _sigma_next(self.sde, t_next)
         sigma_b = batch_expand(sigma, x)
         x0_hat = x + sigma_b ** 2 * self.score_fn(x, t)                    # Tweedie: E[x_0 | x_t]
-        if self.clip is not None:  # the prior's data range (DDPM's clip_denoised)
-            x0_hat = x0_hat.clamp(-self.clip, self.clip)
         x0_dc = x0_hat if project is None else project(x0_hat)
         eps_hat = (x - x0_hat) / sigma_b
         direction = eps_hat * (1.0 - self.eta ** 2) ** 0.5

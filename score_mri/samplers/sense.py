@@ -29,7 +29,7 @@ from score_mri.physics.operators import SENSE, LinearOperator
 from score_mri.physics.phase import PhaseDemodulated, demodulate, estimate_phase, modulate
 from score_mri.samplers import algorithms as paper
 from score_mri.samplers.algorithms import Algorithm, run_algorithm
-from score_mri.samplers.pc_loop import Callback, Result, SamplerSettings, start_noise
+from score_mri.samplers.pc_loop import Callback, Result, SamplerSettings
 
 __all__ = ["SenseCG", "sample_sense", "sample_complex", "sample_ssos", "sample_hybrid"]
 
@@ -78,12 +78,6 @@ class StateAlgorithm(Algorithm):
     def per_coil_op(self, op: _Problem):
         """The state operator."""
         return op.state
-
-    def start(self, op, y: torch.Tensor, settings: SamplerSettings, sigma: float, g: torch.Generator):
-        """Noise in the state's shape (that of A^H y), made data-consistent."""
-        shape = tuple(op.A_H(y).shape)
-        x = op.project(start_noise(shape, g, y, sigma, not self.real_valued), y)
-        return torch.real(x) if self.real_valued else x
 
     def post_step(self, op: _Problem, y: torch.Tensor, settings: SamplerSettings):
         """Algorithm 5's Kaczmarz step on the re-modulated coil images, demodulated again."""
@@ -163,7 +157,7 @@ def _with_phase_modes(name: str, paper: Callable[..., Result], doc: str) -> Call
         alg = PHASE_ALGORITHMS[name][settings.complex_mode]
         if alg.kaczmarz and not isinstance(op, SENSE):
             raise ValueError("Algorithm 5 needs a SENSE operator (coil maps and mask)")
-        cart = op.cartesian if isinstance(op, SENSE) else op
+        cart = op.fourier if isinstance(op, SENSE) else op
         return _run_phase(alg, model, cart, cart, y, settings, generator, callback,
                           sense=op if alg.kaczmarz else None)
 
