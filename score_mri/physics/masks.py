@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MASK_TYPES", "get_mask", "poisson_pattern", "calib_width", "espirit_kernel", "ESPIRIT_MAX_CALIB",
+__all__ = ["MASK_TYPES", "get_mask", "centre_block", "poisson_pattern", "calib_width", "espirit_kernel", "ESPIRIT_MAX_CALIB",
            "ESPIRIT_MIN_CALIB"]
 
 ESPIRIT_MAX_CALIB = 24  # sigpy / BART default calibration width
@@ -17,6 +17,24 @@ def espirit_kernel(width: int) -> int:
     return ESPIRIT_KERNEL if width >= 2 * ESPIRIT_KERNEL else max(3, int(width) // 2)
 
 
+def centre_block(mask: np.ndarray | torch.Tensor, cap: int | None = None) -> int:
+    """Largest w (<= cap) whose centred w x w k-space square, as sigpy crops it, is fully sampled (0: none).
+
+    The square is rows and columns [n//2 - w//2, n//2 - w//2 + w) of each axis of length n (sigpy's
+    ``sp.resize``), sampled in every coil and batch entry. Only that exact square counts (another fully
+    sampled square around the centre would let sigpy read unmeasured zeros into the calibration).
+    """
+    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    m = np.abs(m.reshape(-1, *m.shape[-2:])).min(axis=0) > 0  # [H, W] sampled in every coil/batch item
+    H, W = m.shape
+
+    def fits(w: int) -> bool:
+        y0, x0 = H // 2 - w // 2, W // 2 - w // 2
+        return bool(m[y0:y0 + w, x0:x0 + w].all())
+
+    return next((w for w in range(min(H, W, cap or min(H, W)), 0, -1) if fits(w)), 0)
+
+
 def calib_width(mask: np.ndarray | torch.Tensor, cap: int = ESPIRIT_MAX_CALIB) -> int:
     """Largest ESPIRiT calibration width w <= cap whose square, as sigpy crops it, is fully sampled.
 
@@ -24,15 +42,7 @@ def calib_width(mask: np.ndarray | torch.Tensor, cap: int = ESPIRIT_MAX_CALIB) -
     [n//2 - w//2, n//2 - w//2 + w) of each k-space axis of length n. Only that exact square counts (another
     fully sampled square around the centre would let sigpy read unmeasured zeros into the calibration).
     """
-    m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask)
-    m = np.abs(m.reshape(-1, *m.shape[-2:])).min(axis=0) > 0  # [H, W] sampled in every coil/batch item
-    H, W = m.shape
-
-    def fits(w: int) -> bool:  # the w x w square sigpy crops is fully sampled
-        y0, x0 = H // 2 - w // 2, W // 2 - w // 2
-        return bool(m[y0:y0 + w, x0:x0 + w].all())
-
-    width = next((w for w in range(min(H, W, cap), 0, -1) if fits(w)), 0)
+    width = centre_block(mask, cap)
     if width < ESPIRIT_MIN_CALIB:
         raise ValueError(f"no calibration region: only a {width}x{width} fully sampled k-space centre, ESPIRiT "
                          f"needs at least {ESPIRIT_MIN_CALIB}x{ESPIRIT_MIN_CALIB}: pass --maps FILE (coil maps "

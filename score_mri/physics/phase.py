@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from score_mri.physics.masks import centre_block
 from score_mri.physics.operators import LinearOperator, coil_slice
 
 __all__ = ["calibration_size", "lowpass_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated"]
@@ -27,15 +28,7 @@ def calibration_size(mask: torch.Tensor | np.ndarray) -> tuple[int, int]:
     The block is the largest w x w square [n//2 - w//2, n//2 - w//2 + w) sampled in every coil and batch
     entry (for 1-D column masks: the auto-calibration columns). ValueError when it is smaller than 4 x 4.
     """
-    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
-    m = np.abs(m.reshape(-1, *m.shape[-2:])).min(axis=0) > 0  # [H, W]
-    H, W = m.shape
-
-    def fits(w: int) -> bool:
-        y0, x0 = H // 2 - w // 2, W // 2 - w // 2
-        return bool(m[y0:y0 + w, x0:x0 + w].all())
-
-    w = next((w for w in range(min(H, W), 0, -1) if fits(w)), 0)
+    w = centre_block(mask)
     if w < MIN_CALIB:
         raise ValueError(f"only a {w}x{w} fully sampled k-space centre: phase estimation needs at least "
                          f"{MIN_CALIB}x{MIN_CALIB} (use a larger --center_fraction)")
