@@ -199,6 +199,31 @@ def test_a_second_run_into_a_busy_save_dir_is_refused(tmp_path, tiny, capsys):
     assert keys == {42}, "one run's slices only"
 
 
+def test_a_slice_replaced_by_another_run_is_not_put_in_the_volume(tmp_path, tiny, capsys, monkeypatch):
+    from score_mri.cli import batch
+    vol, save = tmp_path / "v.h5", tmp_path / "o"
+    make_volume(vol, 3, seed=0)
+    real = batch.ic.reconstruct_problem
+
+    def and_another_run(job, model, problem, **kw):
+        """Reconstruct, then let 'another run' rewrite slice 0's result with other settings."""
+        record = real(job, model, problem, **kw)
+        marker = save / ROOT / "v_s0_metrics.json"
+        if problem.name == "v_s2":
+            other = json.loads(marker.read_text())
+            other["run_key"]["seed"] = 7
+            marker.write_text(json.dumps(other))
+        return record
+
+    monkeypatch.setattr(batch.ic, "reconstruct_problem", and_another_run)
+    status, _, err = run_inproc(tiny, "--data", str(vol), "--slice", "all", "--save_dir", str(save), "--quiet",
+                                capsys=capsys)
+    assert status == 2 and "v.h5 slice 0: its result was replaced by another run" in err, err
+    assert not (save / ROOT / "reconstructions" / "v.h5").exists()
+    summary = json.loads((save / ROOT / "summary.json").read_text())
+    assert [(f["volume"], f["slice"]) for f in summary["failed"]] == [("v", 0)]
+
+
 # ---------------------------------------------------------------------------------------------- items 5-7
 
 def _main(script_name: str, argv: list[str], capsys) -> tuple[int, str]:

@@ -292,11 +292,17 @@ def _assemble_all(job, files: list[Path], items: list[Item], failures: dict | No
     """Assemble every volume, write summary.json / summary.md per results folder, print one line each.
 
     ``failures``: slice name -> (error type, message); a file with a failed slice gets no volume file and is
-    listed with its failures in the summary."""
-    failures = failures or {}
+    listed with its failures in the summary. A slice whose result no longer carries this run's key (another
+    run replaced it meanwhile) is added to ``failures``: a volume holds only this run's results."""
+    failures = {} if failures is None else failures
     by_root: dict[Path, list[dict]] = {}
     for path in files:
         mine = [it for it in items if it.path == path]
+        for it in mine:
+            if it.root is not None and it.name not in failures \
+                    and ic.existing_key(it.root, it.name) != ic.run_key(job, path, it.name):
+                failures[it.name] = ("UserError", f"{path.name} slice {it.index}: its result was replaced by "
+                                                  f"another run with other settings while this run was working")
         roots = [it.root for it in mine if it.root is not None]
         root = roots[0] if roots else _candidate_roots(job)[0]
         failed = {it.index: failures[it.name][1] for it in mine if it.name in failures}
