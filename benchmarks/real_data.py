@@ -193,8 +193,8 @@ def _our_row(case: dict, images: dict, ref: np.ndarray, method: str, data: Path,
     images[label] = img
     row = {**case, "method": label, **score(ref, img), "seconds": round(wall, 2),
            "sampler_seconds": record["seconds"], "network_calls": record["network_calls"],
-           "settings": f"N={record['N']} {record['predictor']}/{record['corrector']} "
-                       f"{record.get('complex_mode', '')} {note}".strip(),
+           "settings": " ".join(f"N={record['N']} {record['predictor']}/{record['corrector']} "
+                                f"{record.get('complex_mode', '')} {note}".split()),
            "cli_metrics": record.get("recon")}
     _print(row)
     return [row]

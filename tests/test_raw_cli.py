@@ -156,6 +156,11 @@ def test_mrd_slices_and_volume(tmp_path, tiny, capsys):
                          capsys=capsys)
     assert status == 0, err
     assert metrics(tmp_path / "one", "multi-coil/SENSE", "multi_s1")["task"] == "retrospective"
+    from score_mri.io.readers import InputKind, read_problem
+    kind = InputKind("multi-coil", coils=True, real_valued=False)
+    middle, last = read_problem(data, kind, None, None, 32), read_problem(data, kind, None, -1, 32)
+    assert middle.name == last.name == "multi_s1"                 # the middle of 2 slices; -1 counts from the end
+    assert read_problem(data, kind, None, 0, 32).scale == pytest.approx(middle.scale / 2, rel=1e-5)
     status, out, err = run("sense", tiny, "--data", str(data), "--slice", "all", "--save_dir", str(tmp_path / "vol"),
                            capsys=capsys)
     assert status == 0, err

@@ -398,11 +398,15 @@ def read_raw_problem(path: Path, kind: InputKind, task: str | None, slice_index:
     """A raw file's slice as a problem: k-space [C, readout, phase] (1-D masks act on the phase encodes).
 
     Readout oversampling is removed and the coils pre-whitened when the file has noise scans; averages are
-    averaged. A fully sampled file is retrospective, one with missing phase-encoding lines prospective.
+    averaged; ``slice_index`` None is the middle slice. A fully sampled file is retrospective, one with missing
+    phase-encoding lines prospective.
     ``coils`` compresses the k-space to that many virtual coils (SVD) before anything else.
     """
     from score_mri.io.raw import RawDataError, read_raw
     try:
+        if slice_index is None or slice_index < 0:       # default: the middle slice, as for fastMRI files
+            n = raw_slice_count(path)
+            slice_index = n // 2 if slice_index is None else slice_index + n
         raw = read_raw(path, slice=slice_index)
     except RawDataError as e:
         raise UserError(str(e).splitlines()[0]) from None
