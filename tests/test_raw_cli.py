@@ -133,6 +133,27 @@ def test_mrd_suffix_prospective_and_coils(tmp_path, tiny, capsys):
     assert rec["run_key"]["coils"] == 2
 
 
+def test_coils_on_cfl_and_npy_inputs(tmp_path, tiny, capsys):
+    from score_mri.io.readers import InputKind, read_problem, write_cfl
+    img = write_mrd(tmp_path / "unused.h5")[..., NX // 2:NX // 2 + NX]                # [4, NY, NX] coil images
+    ksp = _cfft(img)
+    mask = np.zeros(NX, bool)
+    mask[::2] = True
+    mask[NX // 2 - 6:NX // 2 + 6] = True
+    write_cfl(tmp_path / "ksp", np.moveaxis(ksp * mask, 0, -1)[:, :, None, :])     # BART [H, W, 1, C]
+    status, _, err = run("sense", tiny, "--data", str(tmp_path / "ksp.cfl"), "--coils", "2",
+                         "--save_dir", str(tmp_path / "out"), capsys=capsys)
+    assert status == 0, err
+    rec = metrics(tmp_path / "out", "multi-coil/SENSE", "ksp")
+    assert rec["task"] == "prospective" and rec["shape"] == [2, NY, NX]
+    np.save(tmp_path / "coils.npy", img)
+    kind = InputKind("multi-coil", coils=True, real_valued=False)
+    full, two = (read_problem(tmp_path / "coils.npy", kind, None, None, 32, coils=k) for k in (None, 2))
+    assert two.image.shape == (2, NY, NX) and np.abs(two.image).max() == pytest.approx(1.0)
+    rss = lambda p: np.sqrt((np.abs(p.image) ** 2).sum(0)) * p.scale                  # noqa: E731
+    assert np.linalg.norm(rss(two)) / np.linalg.norm(rss(full)) > 0.95               # most energy in 2 of 4
+
+
 def test_single_coil_mrd_and_compressed_to_one(tmp_path, tiny, capsys):
     one = tmp_path / "one.h5"
     write_mrd(one, coils=1, noise=False)

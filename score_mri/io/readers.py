@@ -381,9 +381,17 @@ def _compress(problem: Problem, coils: int | None) -> Problem:
     if coils == problem.image.shape[0]:
         return problem
     from score_mri.io.raw import coil_compress
-    problem.image = coil_compress(problem.image, coils)
-    problem.scale *= float(np.abs(problem.image).max()) or 1.0     # keep the magnitude in [0, 1]
-    problem.image /= float(np.abs(problem.image).max()) or 1.0
+    measured = getattr(problem, "kspace", None)
+    if measured is not None:      # measured k-space kept: compress it and take the image from it (one basis)
+        problem.kspace = coil_compress(measured, coils)
+        problem.image = ifft2c_np(problem.kspace).astype(np.complex64)
+    else:
+        problem.image = coil_compress(problem.image, coils)
+    peak = float(np.abs(problem.image).max()) or 1.0                  # keep the magnitude in [0, 1]
+    problem.scale *= peak
+    problem.image /= peak
+    if measured is not None:
+        problem.kspace /= np.float32(peak)
     return problem
 
 
