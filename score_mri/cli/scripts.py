@@ -11,6 +11,7 @@ import torch
 from score_mri.cli import common as ic
 from score_mri.cli.flags import config_sampling, finite_float, resolve
 from score_mri.io.raw import check_maps
+from score_mri.io.maps import load_maps
 from score_mri.io.readers import InputKind
 from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
 from score_mri.physics.sens_maps import coil_maps
@@ -69,8 +70,15 @@ def _hybrid_settings(args: argparse.Namespace, config) -> dict:
 
 
 def _maps(ctx: ic.Context) -> torch.Tensor:
-    """ESPIRiT maps [1, C, H, W] of the run, refused (one line, exit 2) when their coil count is not the data's."""
-    maps = coil_maps(ctx, ctx.args.espirit_from_full, ctx.args.maps)
+    """ESPIRiT maps [1, C, H, W] of the run (or the ``--maps`` file), refused (one line, exit 2) when their coil
+    count is not the data's."""
+    if ctx.args.maps is not None:
+        if ctx.args.espirit_from_full:
+            raise ic.UserError("--maps and --espirit_from_full exclude each other")
+        maps = torch.from_numpy(load_maps(ctx.args.maps, int(ctx.y.shape[1]), tuple(ctx.y.shape[-2:])))[None]
+        maps = maps.to(ctx.y.device)
+    else:
+        maps = coil_maps(ctx, ctx.args.espirit_from_full)
     check_maps(ctx.y[0], maps[0])
     return maps
 
