@@ -88,3 +88,25 @@ def test_sense_sampler_runs_on_a_non_cartesian_operator_and_callbacks_see_x0() -
     assert len(seen) == 4
     torch.testing.assert_close(seen[-1], out.x)                           # the last frame is the result (x0)
     assert (op.A(out.x) - y).norm() < 0.1 * y.norm()                      # data-consistent
+
+
+def test_prospective_kspace_problem_carries_the_measured_data() -> None:
+    import numpy as np
+    from pathlib import Path
+
+    from score_mri.io.readers import InputKind, problem_from_kspace
+
+    g = np.random.default_rng(0)
+    mask = np.zeros((16, 16), np.float32)
+    mask[:, [0, 3, 6, 7, 8, 9, 12]] = 1                                   # columns, centre included
+    ksp = ((g.standard_normal((4, 16, 16)) + 1j * g.standard_normal((4, 16, 16))) * mask).astype(np.complex64)
+    p = problem_from_kspace(ksp, None, "x", Path("x.cfl"), None, InputKind("multi-coil", coils=True,
+                                                                            real_valued=False), None)
+    assert p.task == "prospective" and p.kspace is not None
+    np.testing.assert_allclose(p.kspace * p.scale, ksp, rtol=1e-6, atol=1e-6)
+    k = torch.from_numpy(p.kspace)[None]
+    m = torch.from_numpy(p.mask).expand(1, 4, 16, 16)
+    assert torch.equal(ops.MultiCoilCartesian(m).measured(k), k * m)      # taken as it is, no transform
+    single = ops.SingleCoilCartesian(m[:, :1])                           # the same data in the shifted FFT's units
+    torch.testing.assert_close(single.zero_filled(single.measured(k[:, :1])), ifft2c(k[:, :1]), rtol=1e-5,
+                               atol=1e-6)

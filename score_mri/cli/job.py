@@ -239,7 +239,10 @@ def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> 
     else:
         mask = torch.from_numpy(problem.mask).to(device).expand(image.shape).contiguous()
     cart = script.cartesian(mask)
-    y = cart.A(image.to(torch.complex64))                                      # [1, C, H, W] measured
+    if problem.kspace is not None:  # measured k-space, taken as it is (in the operator's units)
+        y = cart.measured(torch.from_numpy(problem.kspace)[None].to(device))  # [1, C, H, W]
+    else:                           # retrospective, or a k-space-free input: simulated from the image
+        y = cart.A(image.to(torch.complex64))                                  # [1, C, H, W]
     x_zf = cart.zero_filled(y)                                                 # [1, C, H, W]
     ctx = Context(args=args, config=job.config, problem=problem, root=root, mask=mask, y=y)
     op = script.operator(ctx) if script.operator is not None else cart

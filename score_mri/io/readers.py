@@ -231,6 +231,7 @@ class Problem:
     image: np.ndarray               # [C, H, W] complex64 (float32 for the real algorithm, retrospective)
     mask: np.ndarray | None         # [H, W] float32 0/1 for prospective, None for retrospective (simulated)
     scale: float = 1.0              # the input was divided by this (results are saved times this)
+    kspace: np.ndarray | None = None  # measured k-space [C, H, W] (fastMRI convention, divided by scale), if any
 
 
 @dataclass(frozen=True)
@@ -460,7 +461,7 @@ def problem_from_kspace(ksp: np.ndarray, stored_mask: np.ndarray | None, name: s
     Prospective data with a column mask is cropped along the readout (rows) only, which keeps the
     measured columns exact; other prospective data is not cropped.
     """
-    shape = ksp.shape[-2:]
+    shape, kspace = ksp.shape[-2:], None
     mask = as_mask(stored_mask, shape, f"stored mask of {path}") if stored_mask is not None \
         else _mask_from_zeros(ksp, path)
     task = task or ("prospective" if mask is not None else "retrospective")
@@ -471,17 +472,20 @@ def problem_from_kspace(ksp: np.ndarray, stored_mask: np.ndarray | None, name: s
     else:
         if mask is None:
             raise UserError(f"--task prospective: {path} is fully sampled and stores no mask")
-        image = ifft2c_np(ksp * mask)                                   # aliased [C, H, W]
+        kspace = (ksp * mask).astype(np.complex64)                      # the measured data itself
+        image = ifft2c_np(kspace)                                       # aliased [C, H, W]
         if crop is not None and (mask == mask[:1]).all():  # column mask: a readout (row) crop is exact
             image = center_crop(image, (crop[0], image.shape[-1]))
             mask = np.ascontiguousarray(mask[:image.shape[-2]])
+            kspace = None                                               # a new grid: simulated from the image
     if not kind.coils and image.shape[0] > 1:
         if not (kind.real_valued and task == "retrospective"):
             raise UserError(f"{path} holds {image.shape[0]} coils: use inference_multi-coil_SSOS.py or "
                             f"inference_multi-coil_hybrid.py")
         image = np.sqrt(np.sum(np.abs(image) ** 2, axis=0, keepdims=True))  # RSS magnitude [1, h, w]
     scale = float(np.abs(image).max()) or 1.0
-    return Problem(name=name, source=path, task=task, image=image / scale, mask=mask, scale=scale)
+    return Problem(name=name, source=path, task=task, image=image / scale, mask=mask, scale=scale,
+                   kspace=None if kspace is None else kspace / np.float32(scale))
 
 
 def _finish(problem: Problem, kind: InputKind) -> Problem:

@@ -96,6 +96,10 @@ class _Cartesian(LinearOperator):
         """inv(mask * y): the zero-filled image in the image's own units."""
         return self.inv(self.mask * y)
 
+    def measured(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Measured k-space in the fastMRI convention (centered orthonormal ``fft2c``) -> y in this operator's units."""
+        return self.mask * self.fwd(ifft2c(kspace))
+
     def project(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Data consistency: replace the measured k-space of x by y (y already masked), inv(fwd(x)(1-M) + y)."""
         return self.inv(self.fwd(x) * (1. - self.mask) + y)
@@ -130,6 +134,10 @@ class MultiCoilCartesian(_Cartesian):
     def A_H(self, y: torch.Tensor) -> torch.Tensor:
         """Adjoint of :meth:`A`: ifft2c(mask * y)."""
         return ifft2c(self.mask * y)
+
+    def measured(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Measured k-space (fastMRI convention, this operator's own): y = mask * kspace, no transform."""
+        return self.mask * kspace
 
 
 class CoilMaps(LinearOperator):
