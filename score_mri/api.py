@@ -165,7 +165,7 @@ def reconstruct(kspace: Array, mask: Array | None = None, *, coil_maps: Array | 
             op = SENSE(maps.to(torch.complex64).reshape(1, *k.shape).to(dev), m4)
     else:
         cart = op = SingleCoilCartesian(m4)
-    y = cart.A(x4)                                                                    # measured data, op's units
+    y = cart.measured((k / scale)[None].to(dev))                                      # the measured data, op's units
     rec = recon.reconstruct(model, name, op, y, settings, num_samples=num_samples,
                             generator=torch.Generator(device=dev).manual_seed(int(seed)), callback=callback,
                             inverse_scaler=get_data_inverse_scaler(cfg))
