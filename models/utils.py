@@ -59,9 +59,19 @@ def get_model_fn(model: torch.nn.Module, train: bool = False) -> Callable:
 
     def model_fn(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         model.train(train)
-        return model(x, labels)
+        if train:
+            return model(x, labels)
+        with _inference_autocast(model, x):  # bf16 for a model marked so (score_mri.perf), else a no-op
+            out = model(x, labels)
+        return out.to(x.dtype)  # the sampler's arithmetic stays in the input's precision
 
     return model_fn
+
+
+def _inference_autocast(model: torch.nn.Module, x: torch.Tensor):
+    """The inference precision context of ``model`` (score_mri.perf.model_autocast)."""
+    from score_mri.perf import model_autocast
+    return model_autocast(model, x)
 
 
 def get_score_fn(sde, model: torch.nn.Module, train: bool = False,

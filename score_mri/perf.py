@@ -7,18 +7,27 @@
 * :func:`prepare_model_for_inference`: eval mode, no parameter gradients, channels_last (NHWC) weights on
   the CPU (keeps the outputs up to float rounding).
 * :func:`inference`: ``torch.inference_mode`` (no autograd bookkeeping, no version counters).
+* Inference precision (``--precision``, default ``fp32``: bf16 cost 1.5-1.9 dB PSNR on sample 001, see
+  ``benchmarks/results/speed_round2.md``): 'auto' (:func:`resolve_precision`) picks ``bf16`` on CPUs with
+  native bf16 arithmetic (AVX512-BF16 or AMX) and on CUDA devices that support it, else ``fp32``;
+  :func:`set_inference_precision` marks a model, and :func:`model_autocast` is the context its score
+  function runs the network in (bf16 autocast of the network call only: the sampler's arithmetic, data
+  consistency and the network's output stay float32).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ctypes.util
 import platform
 import sys
 
 import torch
 
-__all__ = ["configure_cpu_allocator", "prepare_model_for_inference", "inference", "allocator_state"]
+__all__ = ["configure_cpu_allocator", "prepare_model_for_inference", "inference", "allocator_state",
+           "PRECISIONS", "cpu_has_bf16", "default_precision", "resolve_precision", "set_inference_precision",
+           "model_precision", "model_autocast"]
 
 # glibc mallopt parameter numbers (<malloc.h>).
 _M_TRIM_THRESHOLD = -1
@@ -77,8 +86,10 @@ def allocator_state() -> dict:
 
 
 def prepare_model_for_inference(model: torch.nn.Module, device: torch.device | str | None = None, *,
-                                channels_last: bool | None = None) -> torch.nn.Module:
-    """Eval mode, frozen parameters, on ``device``; ``channels_last`` converts the 4-D weights to NHWC.
+                                channels_last: bool | None = None, precision: str | None = "fp32") -> torch.nn.Module:
+    """Eval mode, frozen parameters, on ``device``; ``channels_last`` converts the 4-D weights to NHWC;
+    ``precision`` ('auto', 'bf16', 'fp32'; None leaves the model unmarked) is its inference precision
+    (:func:`set_inference_precision`).
 
     ``channels_last=None`` (default): on for a CPU model (oneDNN convolutions run ~10% faster in NHWC and
     skip the NCHW <-> blocked reorders), off on GPUs (not measured there). The model's outputs stay the
@@ -94,6 +105,8 @@ def prepare_model_for_inference(model: torch.nn.Module, device: torch.device | s
         channels_last = p is not None and p.device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if precision is not None:
+        set_inference_precision(model, precision)
     return model
 
 
@@ -101,3 +114,72 @@ def inference() -> contextlib.AbstractContextManager:
     """Context for sampling: ``torch.inference_mode()`` (faster than ``no_grad``; tensors made inside
     cannot later be used in autograd)."""
     return torch.inference_mode()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inference precision
+# ----------------------------------------------------------------------------------------------------------
+
+PRECISIONS = ("auto", "bf16", "fp32")
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+_PRECISION_ATTR = "inference_precision"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (the avx512_bf16 or amx_bf16 flag of /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in _BF16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def default_precision(device: torch.device | str = "cpu") -> str:
+    """'bf16' on a CPU with native bf16 or a CUDA device that supports it, else 'fp32'."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        except (RuntimeError, AssertionError):
+            return "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+def resolve_precision(precision: str | None, device: torch.device | str = "cpu") -> str:
+    """'auto' or None -> :func:`default_precision`; 'bf16' and 'fp32' pass through (anything else: ValueError)."""
+    if precision is None or precision == "auto":
+        return default_precision(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def set_inference_precision(model: torch.nn.Module, precision: str | None,
+                            device: torch.device | str | None = None) -> str:
+    """Mark ``model`` to run its inference calls in ``precision`` (resolved for ``device``, default: the
+    model's); returns the resolved value. A model without the mark runs in its own dtype."""
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else "cpu"
+    resolved = resolve_precision(precision, device)
+    setattr(model, _PRECISION_ATTR, resolved)
+    return resolved
+
+
+def model_precision(model: torch.nn.Module) -> str | None:
+    """The precision :func:`set_inference_precision` gave ``model`` (None when it has none)."""
+    return getattr(model, _PRECISION_ATTR, None)
+
+
+def model_autocast(model: torch.nn.Module, x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``x``'s device when ``model`` is marked 'bf16', else a no-op context."""
+    if model_precision(model) != "bf16" or x.device.type not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)

@@ -49,24 +49,54 @@ def ifftshift(x: torch.Tensor, dim: Sequence[int] | None = None) -> torch.Tensor
     return roll(x, [(x.size(d) + 1) // 2 for d in dim], dim)
 
 
+_CHECKERBOARDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+SIGN_MODULATION = True  # False: always the shift copies (benchmarks/speed_round2.py compares the two)
+
+
+def _checkerboards(h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, c s) for even h, w: s[n1, n2] = (-1)^(n1 + n2) and c = (-1)^(h/2 + w/2), in ``dtype`` (cached).
+
+    For even sizes a shift by half the size is a modulation by (-1)^n on the other side of the transform, so
+    fftshift(F(ifftshift(x))) = c s F(s x) (and the same for F^-1): two sign flips, which are exact, replace
+    the four copies of the shifts. Only the FFT's own rounding differs (its input is s x, not a rolled x).
+    """
+    key = (h, w, dtype, device)
+    if key not in _CHECKERBOARDS:
+        if len(_CHECKERBOARDS) > 16:
+            _CHECKERBOARDS.clear()
+        n = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
+        sign = (1 - 2 * (n % 2)).to(dtype)
+        c = -1 if (h // 2 + w // 2) % 2 else 1
+        _CHECKERBOARDS[key] = (sign, sign * c)
+    return _CHECKERBOARDS[key]
+
+
+def _centered(x: torch.Tensor, transform, norm: str) -> torch.Tensor:
+    """fftshift(transform(ifftshift(x))) over the last two dims; sign modulation for even sizes, else shifts."""
+    dims = (-2, -1)
+    h, w = x.shape[-2:]
+    if SIGN_MODULATION and h % 2 == 0 and w % 2 == 0 and h > 0 and w > 0:
+        s_in, s_out = _checkerboards(h, w, x.dtype, x.device)
+        return transform(x * s_in, dim=dims, norm=norm) * s_out
+    return fftshift(transform(ifftshift(x, dim=dims), dim=dims, norm=norm), dim=dims)
+
+
 def fft2c(x: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
-    """Centered 2-D FFT over the last two dims of a complex tensor: fftshift(F(ifftshift(x)))."""
+    """Centered 2-D FFT over the last two dims of a complex tensor: fftshift(F(ifftshift(x))).
+
+    All leading dims (batch, coils) go through one FFT call; even sizes skip the shift copies
+    (:func:`_checkerboards`).
+    """
     if not x.is_complex():
         raise TypeError(f"fft2c expects a complex tensor, got {x.dtype}")
-    dims = (-2, -1)
-    x = ifftshift(x, dim=dims)
-    k = torch.fft.fftn(x, dim=dims, norm=norm)
-    return fftshift(k, dim=dims)
+    return _centered(x, torch.fft.fftn, norm)
 
 
 def ifft2c(k: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
     """Centered 2-D inverse FFT over the last two dims of a complex tensor: fftshift(F^-1(ifftshift(k)))."""
     if not k.is_complex():
         raise TypeError(f"ifft2c expects a complex tensor, got {k.dtype}")
-    dims = (-2, -1)
-    k = ifftshift(k, dim=dims)
-    x = torch.fft.ifftn(k, dim=dims, norm=norm)
-    return fftshift(x, dim=dims)
+    return _centered(k, torch.fft.ifftn, norm)
 
 
 def _as_complex(data: torch.Tensor) -> torch.Tensor:
