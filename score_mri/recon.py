@@ -26,8 +26,9 @@ from score_mri.errors import UserError
 __all__ = ["Reconstruction", "load_model", "simulate_mask", "to_image", "size_multiple", "reconstruct"]
 
 
-def load_model(config, ckpt: str | Path, device: str) -> torch.nn.Module:
-    """Create the score model of ``config`` and load the checkpoint's (EMA) weights for inference."""
+def load_model(config, ckpt: str | Path, device: str, precision: str | None = "fp32") -> torch.nn.Module:
+    """Create the score model of ``config`` and load the checkpoint's (EMA) weights for inference;
+    ``precision`` ('auto', 'bf16', 'fp32') is the precision of its network calls (score_mri.perf)."""
     from models import utils as mutils
     from models.checkpoint import CheckpointError, load_model_weights
 
@@ -46,7 +47,10 @@ def load_model(config, ckpt: str | Path, device: str) -> torch.nn.Module:
             raise UserError(f"device {device}: {e}".splitlines()[0]) from None
         raise
     perf.configure_cpu_allocator()  # keep freed activations in the heap: no page faults per forward
-    return perf.prepare_model_for_inference(model, device)  # eval, frozen, channels_last on the CPU
+    try:  # eval, frozen, channels_last on the CPU, marked with its inference precision
+        return perf.prepare_model_for_inference(model, device, precision=precision)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def simulate_mask(shape: tuple[int, ...], mask_type: str, acc_factor: float, center_fraction: float,
