@@ -88,12 +88,12 @@ def pad_operator(op, shape: tuple[int, int]):
     """``op`` (single-coil, multi-coil Cartesian or SENSE, on H x W) acting on the padded grid ``shape``."""
     if isinstance(op, _Padded):
         op = op.inner
-    if tuple(op.mask.shape[-2:]) == tuple(shape):
-        return op
     if isinstance(op, SENSE):
-        padded = SENSE(pad(op.sens, shape), pad(op.mask, shape))  # maps are zero in the padding region
-        padded.cartesian = pad_operator(op.cartesian, shape)
-        return padded
+        if tuple(op.sens.shape[-2:]) == tuple(shape):
+            return op
+        return SENSE(pad(op.sens, shape), pad_operator(op.cartesian, shape))  # maps are zero in the padding
+    if getattr(op, "mask", None) is not None and tuple(op.mask.shape[-2:]) == tuple(shape):
+        return op
     if isinstance(op, SingleCoilCartesian):
         return PaddedSingleCoil(op, shape)
     if isinstance(op, MultiCoilCartesian):
