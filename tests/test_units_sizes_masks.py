@@ -312,3 +312,22 @@ def test_maps_file_errors(tmp_path, tiny, capsys):
                           "--save_dir", str(tmp_path / "o"), capsys=capsys)
         assert status == 2 and words in err and len(err.strip().splitlines()) == 1, (f, err)
     assert not (tmp_path / "o" / "multi-coil/SENSE" / "recon").exists()
+
+
+@pytest.mark.parametrize("coils", [False, True])
+def test_python_api_any_size_and_units(tiny, coils):
+    """``score_mri.reconstruct`` on 37 x 50 k-space: a 37 x 50 image, the same for the k-space times 1e6."""
+    import score_mri
+    img = (sensitivities(37, 50) * phantom(37, 50)) if coils else phantom(37, 50)
+    mask = np.zeros((37, 50), np.float32)
+    mask[:, ::2] = 1
+    mask[:, 20:30] = 1
+    k = fft2c(img).astype(np.complex64) * mask
+    kw = dict(config=str(tiny["config"]), ckpt=str(tiny["ckpt"]), device="cpu", N=2, predictor="dds",
+              corrector="none")
+    if coils:
+        kw["coil_maps"] = sensitivities(37, 50)
+    a = score_mri.reconstruct(k, mask, **kw)
+    b = score_mri.reconstruct(k * 1e6, mask, **kw)
+    assert a.image.shape == (37, 50) and np.isfinite(a.image).all()
+    assert _psnr(b.image / 1e6, a.image) > 60
