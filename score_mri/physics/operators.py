@@ -152,7 +152,15 @@ class CoilMaps(LinearOperator):
 
     def A_H(self, x_coils: torch.Tensor) -> torch.Tensor:
         """Coil combination S^H x_coils = sum_c conj(S_c) x_c."""
-        return torch.sum(torch.conj(self.sens) * x_coils, dim=1, keepdim=True)
+        return torch.sum(self.sens_conj() * x_coils, dim=1, keepdim=True)
+
+    def sens_conj(self) -> torch.Tensor:
+        """conj(S) materialised once per maps tensor (a lazy conj view makes every product ~25% slower)."""
+        cached = getattr(self, "_conj", None)
+        if cached is None or cached[0] is not self.sens:
+            cached = (self.sens, torch.conj(self.sens).resolve_conj())
+            self._conj = cached
+        return cached[1]
 
 
 class SENSE(LinearOperator):
