@@ -302,6 +302,16 @@ def test_coil_count_mismatch_with_maps_exits_2(tmp_path, tiny, capsys, monkeypat
         status, _, err = run(key, tiny, "--data", str(data), "--save_dir", str(tmp_path / "out"), capsys=capsys)
         assert status == 2 and err.count("\n") == 1, err
         assert "coil-count mismatch: k-space has 4 coils, sensitivity maps have 3" in err
+    monkeypatch.setattr(sens_maps, "espirit", real)
+    maps = tmp_path / "maps4.npy"                        # maps of the 4 physical coils, data compressed to 2
+    np.save(maps, np.ones((4, NX, NY), np.complex64) / 2)
+    for argv in (["--maps", str(maps), "--coils", "2"], ["--maps", str(maps)]):
+        status, _, err = run("sense", tiny, "--data", str(data), "--save_dir", str(tmp_path / "out2"), *argv,
+                             capsys=capsys)
+        if "--coils" in argv:
+            assert status == 2 and err.count("\n") == 1 and "has 4 coils, the k-space has 2" in err, err
+        else:
+            assert status == 0, err
 
 
 def test_bad_raw_file_script_one_line(tmp_path, tiny):
