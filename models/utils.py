@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from models.precision import model_autocast
 from models.registry import lookup, registrar
 
 _MODELS: dict[str, type] = {}
@@ -61,7 +62,7 @@ def get_model_fn(model: torch.nn.Module, train: bool = False) -> Callable:
         model.train(train)
         if train:
             return model(x, labels)
-        with _inference_autocast(model, x):  # bf16 for a model marked so (score_mri.perf), else a no-op
+        with _inference_autocast(model, x):  # bf16 for a model marked so (score_mri.perf sets the mark), else a no-op
             out = model(x, labels)
         return out.to(x.dtype)  # the sampler's arithmetic stays in the input's precision
 
@@ -69,8 +70,7 @@ def get_model_fn(model: torch.nn.Module, train: bool = False) -> Callable:
 
 
 def _inference_autocast(model: torch.nn.Module, x: torch.Tensor):
-    """The inference precision context of ``model`` (score_mri.perf.model_autocast)."""
-    from score_mri.perf import model_autocast
+    """The inference precision context of ``model`` (``models.precision.model_autocast``)."""
     return model_autocast(model, x)
 
 

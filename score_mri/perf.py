@@ -10,7 +10,7 @@
 * Inference precision (``--precision``, default ``fp32``: bf16 cost 1.5-1.9 dB PSNR on sample 001, see
   ``benchmarks/results/speed_round2.md``): 'auto' (:func:`resolve_precision`) picks ``bf16`` on CPUs with
   native bf16 arithmetic (AVX512-BF16 or AMX) and on CUDA devices that support it, else ``fp32``;
-  :func:`set_inference_precision` marks a model, and :func:`model_autocast` is the context its score
+  :func:`set_inference_precision` marks a model, and :func:`model_autocast` (``models.precision``) is the context its score
   function runs the network in (bf16 autocast of the network call only: the sampler's arithmetic, data
   consistency and the network's output stay float32).
 """
@@ -24,6 +24,8 @@ import platform
 import sys
 
 import torch
+
+from models.precision import PRECISION_ATTR, model_autocast, model_precision  # noqa: F401  (re-exported)
 
 __all__ = ["configure_cpu_allocator", "prepare_model_for_inference", "inference", "allocator_state",
            "PRECISIONS", "cpu_has_bf16", "default_precision", "resolve_precision", "set_inference_precision",
@@ -122,7 +124,6 @@ def inference() -> contextlib.AbstractContextManager:
 
 PRECISIONS = ("auto", "bf16", "fp32")
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-_PRECISION_ATTR = "inference_precision"
 
 
 @functools.lru_cache(maxsize=1)
@@ -169,17 +170,5 @@ def set_inference_precision(model: torch.nn.Module, precision: str | None,
         p = next(model.parameters(), None)
         device = p.device if p is not None else "cpu"
     resolved = resolve_precision(precision, device)
-    setattr(model, _PRECISION_ATTR, resolved)
+    setattr(model, PRECISION_ATTR, resolved)
     return resolved
-
-
-def model_precision(model: torch.nn.Module) -> str | None:
-    """The precision :func:`set_inference_precision` gave ``model`` (None when it has none)."""
-    return getattr(model, _PRECISION_ATTR, None)
-
-
-def model_autocast(model: torch.nn.Module, x: torch.Tensor) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``x``'s device when ``model`` is marked 'bf16', else a no-op context."""
-    if model_precision(model) != "bf16" or x.device.type not in ("cpu", "cuda"):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
