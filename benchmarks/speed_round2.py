@@ -17,7 +17,7 @@ SENSE variants: ``fft_shift`` (the centered FFT by shift copies, as before), ``f
 FFT, fp32 network), ``bf16`` (sign-modulated FFT, bf16 autocast of the network calls).
 
   python benchmarks/speed_round2.py                    # all cases, 3 repeats (about 10 min on 2 idle cores)
-  python benchmarks/speed_round2.py --repeats 1 --cases sense_8x256
+  python benchmarks/speed_round2.py --repeats 1 --cases sense_8x256 --keep   # rerun one case, keep the others' rows
   python benchmarks/speed_round2.py --quick --out /tmp/s  # tiny sizes and N = 2: checks the script only
 
 Writes benchmarks/results/speed_round2.json and .md (``--out`` to change the folder).
@@ -186,7 +186,8 @@ def _rows(case: str, runs: dict[str, list[dict]], baseline: str) -> list[dict]:
     return rows
 
 
-COLUMNS = [("case", "case"), ("variant", "variant"), ("size", "size"), ("repeats", "n"), ("wall_s", "wall s"),
+COLUMNS = [("case", "case"), ("variant", "variant"), ("size", "size"), ("threads", "threads"), ("repeats", "n"),
+           ("wall_s", "wall s"),
            ("sampling_s", "sampling s"), ("startup_s", "start-up s"), ("speedup_sampling", "speed-up (sampling)"),
            ("speedup_wall", "speed-up (wall)"), ("psnr", "PSNR dB"), ("dpsnr", "dPSNR dB"), ("ssim", "SSIM"),
            ("target_s", "target s"), ("load_1m", "load 1m")]
@@ -197,8 +198,8 @@ def render(data: dict) -> str:
     info = data["machine"]
     lines = ["# Speed, round two", "",
              f"Machine: {info.get('cpu_model')}, {info.get('cpu_count')} CPUs, torch {info.get('torch')}, "
-             f"{data['threads'] or 'default'} threads, CPU bf16: {data['cpu_bf16']}. Repeats: {data['repeats']} "
-             f"(interleaved; medians). {'QUICK run: numbers meaningless. ' if data['quick'] else ''}"
+             f"CPU bf16: {data['cpu_bf16']}. Repeats per row: `n` (interleaved; medians). "
+             f"{'QUICK run: numbers meaningless. ' if data['quick'] else ''}"
              "Speed-ups are against the first variant of each case, measured side by side in the same run; "
              "absolute seconds hold only when `load 1m` is near 0 (no other work on the machine).", "",
              "Variants: main_job and sense_sample: `--precision fp32` / `bf16` (bf16 autocast of the network call "
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, N = 2: checks the script, numbers meaningless")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--keep", action="store_true", help="keep the rows of the cases not run now from the existing JSON")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -228,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
     data: dict[str, Any] = {"machine": common.machine_info(torch.device("cpu")), "threads": a.threads,
                             "repeats": a.repeats, "quick": a.quick, "cpu_bf16": perf.cpu_has_bf16(), "rows": []}
     out_dir = Path(a.out) if a.out else None
+    old = (out_dir or common.RESULTS) / "speed_round2.json"
+    if a.keep and old.is_file():
+        data["rows"] = [r for r in json.loads(old.read_text())["rows"] if r["case"] not in a.cases]
     model = None
     with tempfile.TemporaryDirectory(prefix="speed_round2_") as tmp:
         for case in a.cases:
@@ -237,7 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
                 rows = sense_case(case, model, config, a.repeats, a.quick)
             else:
                 rows = cli_case(case, a.repeats, a.threads, a.quick, Path(tmp))
+            for r in rows:
+                r["threads"] = torch.get_num_threads()
             data["rows"].extend(rows)
+            data["rows"].sort(key=lambda r: CASES.index(r["case"]))
             common.write_results("speed_round2", data, render(data), out_dir)  # rewritten after every case
             for r in rows:
                 print(f"{r['case']:13s} {r['variant']:9s} sampling {r['sampling_s']:.2f} s  wall {r['wall_s']:.2f} s  "
