@@ -331,3 +331,15 @@ def test_python_api_any_size_and_units(tiny, coils):
     b = score_mri.reconstruct(k * 1e6, mask, **kw)
     assert a.image.shape == (37, 50) and np.isfinite(a.image).all()
     assert _psnr(b.image / 1e6, a.image) > 60
+
+
+@pytest.mark.parametrize("mode", ["phase", "phase_ri"])
+@pytest.mark.parametrize("key", ["single-coil", "hybrid", "SENSE"])
+def test_odd_size_phase_modes(tmp_path, tiny, capsys, key, mode):
+    """Phase estimation and demodulation on the padded grid: 37 x 50 in, 37 x 50 out, finite."""
+    path = write_input(tmp_path / "in", key, "npy", 1.0, 37, 50)
+    status, err = run(key, tiny, "--data", str(path), "--save_dir", str(tmp_path / "o"), "--mask_type", "poisson",
+                      "--acc_factor", "2", "--center_fraction", "0.25", "--complex_mode", mode, capsys=capsys)
+    assert status == 0, err
+    recon, rec = result(tmp_path / "o", key, "case")
+    assert recon.shape == (37, 50) and np.isfinite(recon).all()
