@@ -182,3 +182,17 @@ def test_speed_round2_quick_writes_the_table(tmp_path):
     assert "| sense_8x256 | bf16 |" in md and "QUICK run" in md
     saved = json.loads((tmp_path / "speed_round2.json").read_text())
     assert [run["precision"] for r in saved["rows"] for run in r["runs"]] == ["fp32", "fp32", "bf16"]
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 16, 16), (2, 3, 10, 6), (1, 2, 12, 14), (1, 4, 9, 8)])
+def test_sense_fast_normal_equals_adjoint_of_forward(shape):
+    g = torch.Generator().manual_seed(0)
+    B, C, H, W = shape
+    sens = torch.randn(1, C, H, W, dtype=torch.complex64, generator=g)
+    mask = (torch.rand(1, 1, 1, W, generator=g) < 0.5).float().expand(1, 1, H, W)
+    x = torch.randn(B, 1, H, W, dtype=torch.complex64, generator=g)
+    op = SENSE(sens, mask)
+    assert (op._modulated_maps(x) is not None) == (H % 2 == 0 and W % 2 == 0)
+    assert torch.equal(op.normal(x), op.A_H(op.A(x)))  # sign flips are exact: bit for bit
+    op.maps.sens = sens * 2  # new maps: the cached modulated maps follow
+    torch.testing.assert_close(op.normal(x), op.A_H(op.A(x)))

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["roll", "fftshift", "ifftshift", "fft2c", "ifft2c", "fft2c_new", "ifft2c_new", "center_crop", "fft2_m", "ifft2_m"]
+__all__ = ["roll", "fftshift", "ifftshift", "fft2c", "ifft2c", "checkerboards", "sign_modulated", "fft2c_new", "ifft2c_new", "center_crop", "fft2_m", "ifft2_m"]
 
 
 def _roll_one_dim(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
@@ -53,7 +53,7 @@ _CHECKERBOARDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 SIGN_MODULATION = True  # False: always the shift copies (benchmarks/speed_round2.py compares the two)
 
 
-def _checkerboards(h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def checkerboards(h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(s, c s) for even h, w: s[n1, n2] = (-1)^(n1 + n2) and c = (-1)^(h/2 + w/2), in ``dtype`` (cached).
 
     For even sizes a shift by half the size is a modulation by (-1)^n on the other side of the transform, so
@@ -71,12 +71,17 @@ def _checkerboards(h: int, w: int, dtype: torch.dtype, device: torch.device) -> 
     return _CHECKERBOARDS[key]
 
 
+def sign_modulated(h: int, w: int) -> bool:
+    """Whether :func:`fft2c`/:func:`ifft2c` of an h x w image use the sign modulation (even sizes, switch on)."""
+    return SIGN_MODULATION and h % 2 == 0 and w % 2 == 0 and h > 0 and w > 0
+
+
 def _centered(x: torch.Tensor, transform, norm: str) -> torch.Tensor:
     """fftshift(transform(ifftshift(x))) over the last two dims; sign modulation for even sizes, else shifts."""
     dims = (-2, -1)
     h, w = x.shape[-2:]
-    if SIGN_MODULATION and h % 2 == 0 and w % 2 == 0 and h > 0 and w > 0:
-        s_in, s_out = _checkerboards(h, w, x.dtype, x.device)
+    if sign_modulated(h, w):
+        s_in, s_out = checkerboards(h, w, x.dtype, x.device)
         return transform(x * s_in, dim=dims, norm=norm) * s_out
     return fftshift(transform(ifftshift(x, dim=dims), dim=dims, norm=norm), dim=dims)
 
@@ -85,7 +90,7 @@ def fft2c(x: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
     """Centered 2-D FFT over the last two dims of a complex tensor: fftshift(F(ifftshift(x))).
 
     All leading dims (batch, coils) go through one FFT call; even sizes skip the shift copies
-    (:func:`_checkerboards`).
+    (:func:`checkerboards`).
     """
     if not x.is_complex():
         raise TypeError(f"fft2c expects a complex tensor, got {x.dtype}")

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from models.registry import lookup, registrar
+from score_mri.physics import fft as _fft
 from score_mri.physics.fft import fft2c, ifft2c
 
 __all__ = ["fft2", "ifft2", "coil_slice", "LinearOperator", "SingleCoilCartesian", "MultiCoilCartesian", "CoilMaps",
@@ -192,6 +193,30 @@ class SENSE(LinearOperator):
     def A_H(self, y: torch.Tensor) -> torch.Tensor:
         """Adjoint: sum_c conj(S_c) F^H(y)_c; [B, C, ...] -> [B, 1, H, W]."""
         return self.maps.A_H(self.fourier.A_H(y))
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """A^H A x; for the Cartesian model on even sizes as sum_c conj(s S_c) F^-1(mask F(s S_c x)) with the
+        checkerboard s folded into the maps once (fft.checkerboards): no shift copies or sign flips per call."""
+        maps = self._modulated_maps(x)
+        if maps is None:
+            return self.A_H(self.A(x))
+        dims = (-2, -1)
+        k = torch.fft.fftn(maps[0] * x, dim=dims, norm="ortho")
+        return torch.sum(maps[1] * torch.fft.ifftn(self.fourier.mask * k, dim=dims, norm="ortho"), dim=1,
+                         keepdim=True)
+
+    def _modulated_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(s S, conj(s S)) cached per maps tensor, or None where the fast normal operator does not apply."""
+        sens, h, w = self.maps.sens, x.shape[-2], x.shape[-1]
+        if type(self.fourier) is not MultiCoilCartesian or not _fft.sign_modulated(h, w) or not sens.is_complex():
+            return None
+        cached = getattr(self, "_modulated", None)
+        if cached is None or cached[0] is not sens:
+            s_in, _ = _fft.checkerboards(h, w, sens.dtype, sens.device)
+            modulated = sens * s_in
+            cached = (sens, modulated, torch.conj(modulated).resolve_conj())
+            self._modulated = cached
+        return cached[1], cached[2]
 
     def combine(self, x_coils: torch.Tensor) -> torch.Tensor:
         """Coil combination S^H: sum_c conj(S_c) x_c; [B, C, H, W] -> [B, 1, H, W]."""
