@@ -40,7 +40,7 @@ def _cfft(x: np.ndarray) -> np.ndarray:
 
 
 def write_mrd(path: Path, coils: int = 4, mask: np.ndarray | None = None, slices: int = 1,
-              noise: bool = True, images: bool = True) -> np.ndarray:
+              noise: bool = True, images: bool = True, averages: int = 1) -> np.ndarray:
     """A Cartesian MRD file (2x readout oversampling, optional noise scans); returns its coil images [C, NY, 2NX]."""
     yy, xx = np.mgrid[:NY, :2 * NX]
     obj = (((yy - NY / 2) / 11) ** 2 + ((xx - NX) / 12) ** 2 < 1) \
@@ -71,12 +71,13 @@ def write_mrd(path: Path, coils: int = 4, mask: np.ndarray | None = None, slices
             acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
             dset.append_acquisition(acq)
         for slc in range(slices if images else 0):
-            for line in np.flatnonzero(mask):
-                acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(ksp[:, line] * (1 + slc)),
-                                                     sample_time_us=5.0, center_sample=NX)
-                acq.idx.kspace_encode_step_1 = int(line)
-                acq.idx.slice = slc
-                dset.append_acquisition(acq)
+            for ave in range(averages):                  # average a holds (1 + slice) * (1 + 2 a) times the data
+                for line in np.flatnonzero(mask):
+                    acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(ksp[:, line] * (1 + slc) * (1 + 2 * ave)),
+                                                         sample_time_us=5.0, center_sample=NX)
+                    acq.idx.kspace_encode_step_1 = int(line)
+                    acq.idx.slice, acq.idx.average = slc, ave
+                    dset.append_acquisition(acq)
     return img
 
 
@@ -227,6 +228,26 @@ def test_nifti_spacing_of_twix(gre):
     from score_mri.io import nifti
     row, col, thick = nifti.spacing_of(gre)
     assert row == pytest.approx(200 / 160) and col == pytest.approx(200 / 160) and thick > 0
+
+
+def test_average_selection(tmp_path, tiny, capsys):
+    from score_mri.io.readers import InputKind, read_problem
+    data = tmp_path / "aves.mrd"
+    write_mrd(data, averages=2, noise=False)
+    kind = InputKind("multi-coil", coils=True, real_valued=False)
+    mean, first, second = (read_problem(data, kind, None, None, 32, average=a) for a in (None, 0, 1))
+    assert mean.scale == pytest.approx(2 * first.scale, rel=1e-5) and second.scale == pytest.approx(3 * first.scale,
+                                                                                                    rel=1e-5)
+    np.testing.assert_allclose(second.image, first.image, atol=1e-5)
+    status, _, err = run("sense", tiny, "--data", str(data), "--average", "1", "--save_dir", str(tmp_path / "o"),
+                         capsys=capsys)
+    assert status == 0, err
+    assert metrics(tmp_path / "o", "multi-coil/SENSE", "aves_s0")["run_key"]["average"] == 1
+    np.save(tmp_path / "img.npy", first.image)
+    for argv, fragment in ((["--data", str(data), "--average", "2"], "average 2 out of range"),
+                           (["--data", str(tmp_path / "img.npy"), "--average", "0"], "--average applies to raw")):
+        status, _, err = run("sense", tiny, *argv, "--save_dir", str(tmp_path / "o2"), capsys=capsys)
+        assert status == 2 and err.count("\n") == 1 and fragment in err, err
 
 
 # ---------------------------------------------------------------------------------------------- twix

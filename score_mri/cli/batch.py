@@ -164,7 +164,8 @@ def run_batch(job, files: list[Path], spec) -> dict:
             for k, it in enumerate(mine, 1):
                 try:
                     problem = read_problem(it.path, job.script.input, getattr(job.args, "task", None), it.index,
-                                           int(job.config.data.image_size), coils=getattr(job.args, "coils", None))
+                                           int(job.config.data.image_size), coils=getattr(job.args, "coils", None),
+                                           average=getattr(job.args, "average", None))
                     ic.reconstruct_problem(job, model, problem, tag=f"{prefix}[{k}/{len(mine)}] ")
                 except (UserError, FloatingPointError) as e:  # this slice only: the others still run
                     failed[it.name] = (type(e).__name__, f"{it.path.name} slice {it.index}: {e}")

@@ -52,7 +52,7 @@ def _run(job: Job) -> dict:
         return batch.run_batch(job, files, spec)
     path = resolve_data(args.data, script.input, getattr(args, "task", None), DATA)
     problem = read_problem(path, script.input, getattr(args, "task", None), spec, int(job.config.data.image_size),
-                           coils=getattr(args, "coils", None))
+                           coils=getattr(args, "coils", None), average=getattr(args, "average", None))
     if args.faithful and script.input.coils and path.suffix == ".npy":
         import torch
         from score_mri import utils  # the original's normalize_complex (phase squashed into [0, 1]) on its own inputs

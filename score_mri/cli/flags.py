@@ -93,6 +93,9 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--coils", type=int, default=None, metavar="K",
                    help="SVD coil compression to K virtual coils before the reconstruction (bounds the time of "
                         "many-coil data; --coils 1 lets the single-coil scripts take multi-coil raw data)")
+    p.add_argument("--average", type=int, default=None, metavar="I",
+                   help="raw data (.dat, .mrd, MRD .h5): reconstruct average I only (default: the mean of all "
+                        "averages)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results of the same name written with other settings (a volume run refuses "
                         "them otherwise; with the same settings it resumes)")

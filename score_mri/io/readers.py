@@ -295,10 +295,11 @@ def reader(*suffixes: str) -> Callable:
 
 
 def read_problem(path: Path, kind: InputKind, task: str | None, slice_index: int | None,
-                 image_size: int, *, coils: int | None = None) -> Problem:
+                 image_size: int, *, coils: int | None = None, average: int | None = None) -> Problem:
     """Read ``path`` with the reader registered for its suffix (.npy image, .h5 / .cfl / raw k-space).
 
-    ``coils``: SVD-compress the coils to this many virtual coils (``--coils``).
+    ``coils``: SVD-compress the coils to this many virtual coils (``--coils``); ``average``: one average of a
+    raw file (``--average``; default the mean of all).
     """
     suffix = path.suffix.lower()
     if slice_index is not None and suffix not in (".h5", ".hdf5") + RAW_SUFFIXES:
@@ -306,7 +307,9 @@ def read_problem(path: Path, kind: InputKind, task: str | None, slice_index: int
     if suffix not in _READERS:
         raise UserError(f"unsupported input {path}: expected {', '.join(sorted(_READERS))}")
     if suffix in RAW_SUFFIXES or (suffix in (".h5", ".hdf5") and _is_mrd(path)):
-        problem = read_raw_problem(path, kind, task, slice_index, coils)
+        problem = read_raw_problem(path, kind, task, slice_index, coils, average)
+    elif average is not None:
+        raise UserError(f"--average applies to raw inputs only (.dat, .mrd, ISMRMRD/MRD .h5), not {path.name}")
     else:
         problem = _compress(_READERS[suffix](path, kind, task, slice_index, image_size), coils)
     if not np.abs(problem.image).max() > 0:
@@ -403,12 +406,12 @@ def _read_raw_registered(path: Path, kind: InputKind, task: str | None, slice_in
 
 
 def read_raw_problem(path: Path, kind: InputKind, task: str | None, slice_index: int | None,
-                     coils: int | None = None) -> Problem:
+                     coils: int | None = None, average: int | None = None) -> Problem:
     """A raw file's slice as a problem: k-space [C, readout, phase] (1-D masks act on the phase encodes).
 
     Readout oversampling is removed and the coils pre-whitened when the file has noise scans; averages are
-    averaged; ``slice_index`` None is the middle slice. A fully sampled file is retrospective, one with missing
-    phase-encoding lines prospective.
+    averaged (or ``average`` alone is taken); ``slice_index`` None is the middle slice. A fully sampled file is
+    retrospective, one with missing phase-encoding lines prospective.
     ``coils`` compresses the k-space to that many virtual coils (SVD) before anything else.
     """
     from score_mri.io.raw import RawDataError, read_raw
@@ -416,7 +419,7 @@ def read_raw_problem(path: Path, kind: InputKind, task: str | None, slice_index:
         if slice_index is None or slice_index < 0:       # default: the middle slice, as for fastMRI files
             n = raw_slice_count(path)
             slice_index = n // 2 if slice_index is None else slice_index + n
-        raw = read_raw(path, slice=slice_index)
+        raw = read_raw(path, slice=slice_index, average="mean" if average is None else int(average))
     except RawDataError as e:
         raise UserError(str(e).splitlines()[0]) from None
     except OSError as e:
