@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 from score_mri import metrics  # noqa: E402
 from score_mri.io.readers import read_cfl, write_cfl  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("SCORE_MRI_SHARED") or REPO.parent / "shared") / "data"
 BRAIN = SHARED / "bart-workshop" / "ismrm2016" / "pics-brain"
 GRE = SHARED / "twixtools" / "example_data" / "gre.dat"
 RESULTS = REPO / "benchmarks" / "results"
