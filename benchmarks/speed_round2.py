@@ -15,6 +15,8 @@ Cases:
                 8-coil sample), fp32 against bf16: the multi-coil quality check of bf16.
   sense_dc_15x320  the data consistency of one sense_15x320 reconstruction alone (20 CG solves of 5
                 iterations), fft_shift against the new operator path: the operator's own speed-up.
+  espirit       sigpy ESPIRiT maps (the scripts' default, calibration width 24) for the two SENSE sizes: the
+                per-slice cost the SENSE command adds to the sampling (the SENSE cases use the birdcage maps).
 SENSE variants: ``fft_shift`` (the centered FFT by shift copies, as before), ``fp32`` (sign-modulated centered
 FFT, fp32 network), ``bf16`` (sign-modulated FFT, bf16 autocast of the network calls).
 
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
 
-CASES = ("main_job", "sense_8x256", "sense_15x320", "sense_sample", "sense_dc_15x320")
+CASES = ("main_job", "sense_8x256", "sense_15x320", "sense_sample", "sense_dc_15x320", "espirit")
 SENSE_CASES = {"sense_8x256": (8, 256), "sense_15x320": (15, 320), "sense_dc_15x320": (15, 320)}
 QUICK_SENSE = {"sense_8x256": (4, 32), "sense_15x320": (5, 40), "sense_dc_15x320": (5, 40)}
 SENSE_VARIANTS = ("fft_shift", "fp32", "bf16")
@@ -174,6 +176,27 @@ def sense_case(case: str, model, config, repeats: int, quick: bool) -> list[dict
     return rows
 
 
+def espirit_case(repeats: int, quick: bool) -> list[dict]:
+    """Seconds of the scripts' ESPIRiT calibration for each SENSE size (one variant)."""
+    from score_mri.physics.operators import MultiCoilCartesian
+    from score_mri.physics.sens_maps import espirit
+
+    rows = []
+    for case in ("sense_8x256", "sense_15x320"):
+        coils, size = (QUICK_SENSE if quick else SENSE_CASES)[case]
+        x, maps, mask = sense_problem(coils, size)
+        ksp = MultiCoilCartesian(mask).A(maps * x)[0].numpy()
+
+        def run() -> dict:
+            tic = time.perf_counter()
+            espirit(ksp, min(24, size // 2))
+            return {"sampling_s": time.perf_counter() - tic, "precision": None, "network_calls": 0}
+        for row in _rows("espirit", interleaved({"espirit": run}, repeats), "espirit"):
+            row["size"] = f"{coils} coils {size}x{size}"
+            rows.append(row)
+    return rows
+
+
 def dc_variant(op, y: torch.Tensor, x: torch.Tensor, settings, sign: bool) -> Callable[[], dict]:
     """N CG solves of the SENSE data consistency (the sampler's per-step cost besides the network)."""
     from score_mri.physics import fft
@@ -273,7 +296,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = None
     with tempfile.TemporaryDirectory(prefix="speed_round2_") as tmp:
         for case in a.cases:
-            if case in SENSE_CASES:
+            if case == "espirit":
+                rows = espirit_case(a.repeats, a.quick)
+            elif case in SENSE_CASES:
                 if model is None:
                     model = recon.load_model(config, DEFAULT_CKPT, "cpu", "fp32")
                 rows = sense_case(case, model, config, a.repeats, a.quick)
@@ -286,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             common.write_results("speed_round2", data, render(data), out_dir)  # rewritten after every case
             for r in rows:
                 print(f"{r['case']:13s} {r['variant']:9s} sampling {r['sampling_s']:.2f} s  wall {r['wall_s']:.2f} s  "
-                      f"x{r['speedup_sampling']:.2f}  PSNR {r['psnr']:.2f} dB", flush=True)
+                      f"x{common.fmt(r['speedup_sampling'])}  PSNR {common.fmt(r['psnr'], 4)} dB", flush=True)
     return data
 
 
