@@ -343,3 +343,16 @@ def test_odd_size_phase_modes(tmp_path, tiny, capsys, key, mode):
     assert status == 0, err
     recon, rec = result(tmp_path / "o", key, "case")
     assert recon.shape == (37, 50) and np.isfinite(recon).all()
+
+
+def test_phase_mode_without_any_central_samples_is_one_line(tmp_path, tiny, capsys):
+    """A prospective mask that samples nothing near the k-space centre: phase modes stop with one line, exit 2."""
+    mask = np.ones((32, 32), np.float32)
+    mask[8:24, 8:24] = 0
+    img = phantom(32, 32)
+    np.save(tmp_path / "pro.npy", np.fft.ifft2(np.fft.fft2(img) * np.fft.ifftshift(mask)).astype(np.complex64))
+    np.save(tmp_path / "pro_mask.npy", mask)
+    status, err = run("single-coil", tiny, "--data", str(tmp_path / "pro.npy"), "--task", "prospective",
+                      "--save_dir", str(tmp_path / "o"), "--complex_mode", "phase", capsys=capsys)
+    assert status == 2 and "no calibration region" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o" / "single-coil" / "recon").exists()
