@@ -9,6 +9,7 @@ from pathlib import Path
 # threads on a loaded 2-core machine (thread oversubscription), and results do not depend on it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -125,3 +126,15 @@ def write_tiny_model(directory: Path, name: str = "tiny", nf: int = 8, sampling:
     ema = ExponentialMovingAverage(model.parameters(), decay=config.model.ema_rate)
     save_checkpoint(ckpt_path, {"model": model, "ema": ema, "step": 0})
     return cfg_path, ckpt_path
+
+
+def np_fft2c(x: np.ndarray) -> np.ndarray:
+    """Reference centered orthonormal 2-D FFT over the last two axes, in NumPy (fastMRI's fft2c)."""
+    ax = (-2, -1)
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), axes=ax, norm="ortho"), axes=ax)
+
+
+def np_ifft2c(k: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`np_fft2c`."""
+    ax = (-2, -1)
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), axes=ax, norm="ortho"), axes=ax)

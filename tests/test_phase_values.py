@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import np_fft2c, np_ifft2c
 
 H = W = 24
 C = 3
@@ -183,16 +184,7 @@ def test_sense_sampler_lands_on_the_posterior_mean(mode):
 
 # ---------------------------------------------------------------------------------------------- by hand
 
-def fft2c(x: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D FFT over the last two axes."""
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), axes=ax, norm="ortho"), axes=ax)
-
-
-def ifft2c(k: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D inverse FFT over the last two axes."""
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), axes=ax, norm="ortho"), axes=ax)
+fft2c, ifft2c = np_fft2c, np_ifft2c  # the NumPy reference pair (conftest)
 
 
 class _Schedule:

@@ -20,6 +20,7 @@ import torch
 import sampling
 import sde_lib
 import utils
+from conftest import np_fft2c, np_ifft2c
 
 REPO = Path(__file__).resolve().parents[1]
 # these tests run 1-8 steps on purpose; the few-step divergence warning is not what they are about
@@ -28,16 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.* steps can diverge:UserWarning
 
 # ---------------------------------------------------------------------------------------------- NumPy model
 
-def fft2c(x: np.ndarray) -> np.ndarray:
-    """Centered orthonormal 2-D FFT over the last two axes (fastMRI fft2c)."""
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), axes=ax, norm="ortho"), axes=ax)
-
-
-def ifft2c(k: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`fft2c`."""
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), axes=ax, norm="ortho"), axes=ax)
+fft2c, ifft2c = np_fft2c, np_ifft2c  # the NumPy reference pair (conftest)
 
 
 class NumpySense:
