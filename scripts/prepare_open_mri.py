@@ -51,11 +51,9 @@ def slices(vol: np.ndarray, axis: int, min_fg: float = 0.05) -> np.ndarray:
 
 
 def load_nifti(path: Path) -> np.ndarray:
-    import nibabel as nib
-    vol = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
-    while vol.ndim > 3:
-        vol = vol[..., 0]
-    return vol
+    """The 3-D volume of a NIfTI file (the training loader's reader: a 4-D series gives its first volume)."""
+    from score_mri.training.slice_sources import load_nifti as read
+    return read(str(path))
 
 
 def sources() -> list[tuple[str, np.ndarray, tuple[int, ...], str]]:
