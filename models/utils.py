@@ -62,16 +62,11 @@ def get_model_fn(model: torch.nn.Module, train: bool = False) -> Callable:
         model.train(train)
         if train:
             return model(x, labels)
-        with _inference_autocast(model, x):  # bf16 for a model marked so (score_mri.perf sets the mark), else a no-op
+        with model_autocast(model, x):  # bf16 for a model marked so (score_mri.perf sets the mark), else a no-op
             out = model(x, labels)
         return out.to(x.dtype)  # the sampler's arithmetic stays in the input's precision
 
     return model_fn
-
-
-def _inference_autocast(model: torch.nn.Module, x: torch.Tensor):
-    """The inference precision context of ``model`` (``models.precision.model_autocast``)."""
-    return model_autocast(model, x)
 
 
 def get_score_fn(sde, model: torch.nn.Module, train: bool = False,

@@ -22,6 +22,7 @@ import torch
 
 from score_mri import samplers as sampling
 from score_mri.errors import UserError
+from score_mri.utils import root_sum_of_squares
 
 __all__ = ["Reconstruction", "load_model", "simulate_mask", "to_image", "size_multiple", "reconstruct"]
 
@@ -84,7 +85,7 @@ def to_image(x: torch.Tensor, real_valued: bool = False) -> np.ndarray:
     """A state [1, C, H, W] -> the image [H, W]: RSS over coils, real part (Algorithm 2) or complex."""
     x = x.detach().cpu()
     if x.shape[1] > 1:
-        return torch.sqrt(torch.sum(torch.abs(x) ** 2, dim=1))[0].numpy()
+        return root_sum_of_squares(x)[0].numpy()
     x = x[0, 0]
     return (x.real if (real_valued and x.is_complex()) else x).numpy()
 

@@ -90,11 +90,6 @@ def _sample_pattern(rng: np.random.RandomState, type: str, shape: tuple[int, int
     return pattern
 
 
-def _poisson_pattern(size: int, acc_factor: float, seed: int) -> np.ndarray:
-    """Variable-density Poisson-disc pattern [size, size] from sigpy with an explicit seed."""
-    return poisson_pattern((size, size), acc_factor, seed)
-
-
 def poisson_pattern(shape: tuple[int, int], acc_factor: float, seed: int,
                     calib: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Variable-density Poisson-disc pattern [H, W] (sigpy, explicit seed) with a fully sampled ``calib`` centre."""
@@ -137,7 +132,7 @@ def get_mask(img: torch.Tensor, size: int, batch_size: int, type: str = "gaussia
             base_seed, fix = 0, True
     for i in range(1 if fix else batch_size):
         if type == "poisson":
-            pattern = _poisson_pattern(size, acc_factor, base_seed + i)
+            pattern = poisson_pattern((size, size), acc_factor, base_seed + i)
         else:
             pattern = _sample_pattern(rng, type, shape, size, acc_factor, center_fraction)
         pattern = torch.from_numpy(pattern).to(device=img.device, dtype=img.dtype)  # [H, W]

@@ -91,14 +91,15 @@ def estimate_phase(op: LinearOperator, y: torch.Tensor, mask: torch.Tensor,
     sampled centre (:func:`lowpass_size`) and the data are weighted by the inverse local sampling density.
     """
     shape = tuple(y.shape[-2:])
+    dense_centre = False
     if size is None:
         try:
             size = calibration_size(mask)
         except ValueError:
-            size = lowpass_size(mask)
-            w = hann_window(shape, size, y.device) / _density(mask, shape, y.device)
-            return torch.angle(op.A_H(w * y))
+            size, dense_centre = lowpass_size(mask), True
     w = hann_window(shape, size, y.device)
+    if dense_centre:
+        w = w / _density(mask, shape, y.device)
     return torch.angle(op.A_H(w * y))
 
 
