@@ -119,6 +119,13 @@ def fft2c(x: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), axes=ax, norm="ortho"), axes=ax)
 
 
+def zero_filled_rss(ksp: np.ndarray) -> np.ndarray:
+    """Zero-filled image of k-space [C, H, W]: RSS over coils of the centred orthonormal inverse 2-D FFT."""
+    ax = (-2, -1)
+    return np.sqrt((np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(ksp, axes=ax), norm="ortho"), axes=ax)) ** 2)
+                   .sum(0))
+
+
 # ---------------------------------------------------------------------------------------------- cases
 
 def brain_case(methods: list[str], threads: int, coils: int, work: Path) -> tuple[list[dict], dict]:
@@ -126,8 +133,7 @@ def brain_case(methods: list[str], threads: int, coils: int, work: Path) -> tupl
     from score_mri.io.readers import cfl_to_kspace
     ksp = cfl_to_kspace(read_cfl(BRAIN / "ksp.cfl"))                                # [8, 180, 230]
     ref = np.abs(read_cfl(BRAIN / "img.cfl")[0, :, :, 0, 0]).reshape(ksp.shape[-2:])       # [180, 230], map 1
-    zf = np.sqrt((np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(ksp, axes=(-2, -1)), norm="ortho"),
-                                         axes=(-2, -1))) ** 2).sum(0))
+    zf = zero_filled_rss(ksp)
     mask = (np.abs(ksp) > 0).any(0)
     case = {"case": "brain-8ch", "data": "bart-workshop pics-brain ksp.cfl", "coils": 8, "shape": list(ref.shape),
             "mask": f"Poisson-disc (given) R={1 / mask.mean():.1f}", "reference": "BART img.cfl (map 1)"}
@@ -147,8 +153,7 @@ def gre_case(mask_type: str, methods: list[str], threads: int, work: Path) -> tu
     coils, gt = load_gre()
     mask = rc.simulate_mask((1, 1, *gt.shape), mask_type, 4, 0.08, 0)[0, 0].numpy()   # the CLI's mask (seed 0)
     y = fft2c(coils) * mask
-    zf = np.sqrt((np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(y, axes=(-2, -1)), norm="ortho"),
-                                        axes=(-2, -1))) ** 2).sum(0))
+    zf = zero_filled_rss(y)
     case = {"case": f"gre-2ch {mask_type} x4", "data": "twixtools gre.dat", "coils": int(coils.shape[0]),
             "shape": list(gt.shape), "mask": f"{mask_type} x4 (seed 0)", "reference": "RSS of fully sampled"}
     images = {"reference": gt, "ZF": zf}
