@@ -231,15 +231,13 @@ def _rows(case: str, runs: dict[str, list[dict]], baseline: str) -> list[dict]:
     rows = []
     for name, recs in runs.items():
         sampling_s, wall_s = _median([r["sampling_s"] for r in recs]), _median([r["wall_s"] for r in recs])
-        psnr = _median([r.get("psnr") for r in recs])
+        psnr, cpu_s = _median([r.get("psnr") for r in recs]), _median([r.get("cpu_s") for r in recs])
         rows.append({
             "case": case, "variant": name, "repeats": len(recs), "wall_s": wall_s, "sampling_s": sampling_s,
             "startup_s": _median([r.get("startup_s") for r in recs]),
             "speedup_sampling": base_sampling / sampling_s if sampling_s else None,
             "speedup_wall": base_wall / wall_s if wall_s else None,
-            "cpu_s": _median([r.get("cpu_s") for r in recs]),
-            "speedup_cpu": (base_cpu / _median([r.get("cpu_s") for r in recs])
-                            if base_cpu and _median([r.get("cpu_s") for r in recs]) else None),
+            "cpu_s": cpu_s, "speedup_cpu": base_cpu / cpu_s if base_cpu and cpu_s else None,
             "psnr": psnr, "dpsnr": psnr - base_psnr if psnr is not None and base_psnr is not None else None,
             "ssim": _median([r.get("ssim") for r in recs]), "network_calls": recs[0].get("network_calls"),
             "load_1m": _median([r.get("load_1m") for r in recs]), "target_s": TARGETS_S.get(case), "runs": recs})
