@@ -77,7 +77,7 @@ def simulate_mask(shape: tuple[int, ...], mask_type: str = "gaussian1d", acc_fac
         raise UserError(f"mask type {mask_type} needs a square image, got {H}x{W}")
     m = get_mask(torch.zeros(1, 1, H, W), W, 1, type=mask_type, acc_factor=acc_factor,
                  center_fraction=center_fraction, seed=seed)
-    return m[0, 0].real.float().numpy() if m.is_complex() else m[0, 0].float().numpy()
+    return m[0, 0].float().numpy()  # get_mask keeps the float32 dtype of its zeros
 
 
 @functools.lru_cache(maxsize=2)

@@ -75,7 +75,7 @@ def simulate_mask(shape: tuple[int, ...], mask_type: str, acc_factor: float, cen
                                   center_fraction=center_fraction, seed=seed, faithful=faithful)
     except ValueError as e:
         raise UserError(f"cannot build a {mask_type} mask: {e}".splitlines()[0]) from None
-    mask = (mask.real if mask.is_complex() else mask).float()
+    mask = mask.float()
     if not mask.any():
         raise UserError("the mask samples nothing (lower --acc_factor)")
     return mask.expand(*shape[:-2], H, W).contiguous().to(device)
