@@ -41,7 +41,7 @@ TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
 def default_threads(environ: dict | None = None) -> int:
     """Intra-op threads that do not oversubscribe: the idle cores (CPUs minus the load) per local process."""
     environ = os.environ if environ is None else environ
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = _cpus()
     local = max(1, int(environ.get("LOCAL_WORLD_SIZE", 1)))
     busy = int(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
     return max(1, min(cpus, cpus - busy) // local)

@@ -57,8 +57,7 @@ def _hybrid_args(parser: argparse.ArgumentParser) -> None:
                         help="Kaczmarz (SENSE) step every m_steps iterations (default: config.sampling.m_steps)")
     parser.add_argument("--lamb_start", type=finite_float, default=1.0, help="Kaczmarz step size at the first iteration")
     parser.add_argument("--lamb_end", type=finite_float, default=0.2, help="Kaczmarz step size at the last iteration")
-    parser.add_argument("--espirit_from_full", action="store_true", help=_ESPIRIT_HELP)
-    parser.add_argument("--maps", default=None, metavar="FILE", help=_MAPS_HELP)
+    _sense_args(parser)  # the maps flags, as SENSE's
 
 
 def _hybrid_settings(args: argparse.Namespace, config) -> dict:
@@ -91,7 +90,7 @@ def _hybrid_operator(ctx: ic.Context) -> SENSE:
 
 
 def _sense_args(parser: argparse.ArgumentParser) -> None:
-    """SENSE-only flags."""
+    """The coil-maps flags (SENSE; hybrid adds them too)."""
     parser.add_argument("--espirit_from_full", action="store_true", help=_ESPIRIT_HELP)
     parser.add_argument("--maps", default=None, metavar="FILE", help=_MAPS_HELP)
 

@@ -15,23 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from score_mri.io.raw import _xml_find as _find  # namespace-agnostic child lookup along a '/'-path
+
 __all__ = ["spacing_of", "affine_of", "write_nifti", "write_beside"]
 
 Spacing = tuple[float, float, float]
-
-
-def _local(tag: str) -> str:
-    """An XML tag without its namespace."""
-    return tag.rsplit("}", 1)[-1]
-
-
-def _find(node: ET.Element | None, path: str) -> ET.Element | None:
-    """Namespace-agnostic child lookup along a '/'-separated path."""
-    for name in path.split("/"):
-        if node is None:
-            return None
-        node = next((ch for ch in node if _local(ch.tag) == name), None)
-    return node
 
 
 def _num(node: ET.Element | None, path: str) -> float | None:
