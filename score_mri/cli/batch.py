@@ -26,14 +26,12 @@ import numpy as np
 from score_mri.io import outputs
 from score_mri.physics.fft import center_crop
 from score_mri.errors import UserError
-from score_mri.io.readers import h5_slice_count, read_problem, slice_indices
+from score_mri.io.readers import TARGET_KEYS, h5_slice_count, read_problem, slice_indices
 from score_mri.process_group import ProcessGroup
 from score_mri.cli import job as ic
 from score_mri.cli.progress import log
 
 __all__ = ["configure_threads", "default_threads", "Dist", "run_batch", "assemble_volume"]
-
-TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
 
 
 # ---------------------------------------------------------------------------------------------- threads

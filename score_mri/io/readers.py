@@ -100,9 +100,12 @@ def cfl_to_kspace(ksp: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- fastMRI .h5
 
+TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")   # fastMRI's stored reconstructions (the targets)
+
+
 def _h5_recon_size(f) -> tuple[int, int] | None:
     """fastMRI's crop size: the stored reconstruction's shape, else the ISMRMRD header's reconSpace matrix."""
-    for key in ("reconstruction_rss", "reconstruction_esc"):
+    for key in TARGET_KEYS:
         if key in f and f[key].ndim >= 2:
             return tuple(int(v) for v in f[key].shape[-2:])
     if "ismrmrd_header" in f:
