@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from score_mri.io.raw import _xml_find as _find  # namespace-agnostic child lookup along a '/'-path
+from score_mri.io.raw import xml_find as _find  # namespace-agnostic child lookup along a '/'-path
 
 __all__ = ["spacing_of", "affine_of", "write_nifti", "write_beside"]
 

@@ -291,7 +291,7 @@ def read_twix(path: str | Path, *, slice: int | None = None, average: str | int 
 
 # ----------------------------------------------------------------------------------------------------- MRD
 
-def _xml_find(node: ET.Element | None, path: str) -> ET.Element | None:
+def xml_find(node: ET.Element | None, path: str) -> ET.Element | None:
     """Namespace-agnostic ``find`` of a '/'-separated child path."""
     for name in path.split("/"):
         if node is None:
@@ -302,7 +302,7 @@ def _xml_find(node: ET.Element | None, path: str) -> ET.Element | None:
 
 def _xml_num(node: ET.Element | None, path: str, default: float | None = None) -> float | None:
     """Number at a child path of ``node`` or ``default``."""
-    el = _xml_find(node, path)
+    el = xml_find(node, path)
     try:
         return float(el.text) if el is not None and el.text is not None else default
     except ValueError:
@@ -324,10 +324,10 @@ def read_mrd(path: str | Path, *, slice: int | None = 0, average: str | int = "m
         root = ET.fromstring(xml.decode() if isinstance(xml, bytes) else xml)
     except ET.ParseError as exc:
         raise RawDataError(f"{path}: unreadable MRD XML header ({exc})") from None
-    enc = _xml_find(root, "encoding")
+    enc = xml_find(root, "encoding")
     if enc is None:
         raise RawDataError(f"{path}: MRD XML header has no <encoding>")
-    traj_el = _xml_find(enc, "trajectory")
+    traj_el = xml_find(enc, "trajectory")
     trajectory = (traj_el.text or "").strip().lower() if traj_el is not None else "cartesian"
     if trajectory == "epi":
         raise RawDataError(f"{path}: EPI readouts are not supported")
