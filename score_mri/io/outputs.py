@@ -43,26 +43,6 @@ def metrics_of(label: np.ndarray | None, img: np.ndarray) -> dict | None:
     return metrics.evaluate(magnitude(label).astype(np.float64), magnitude(img).astype(np.float64))
 
 
-def _figure(path: Path, name: str, panels: list[tuple[str, np.ndarray]], vmax: float) -> None:
-    """One figure with the zero-filled input, recon, label (grey, common range [0, vmax]), |error| and std."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4), squeeze=False)
-    for ax, (title, img) in zip(axes[0], panels):
-        if "error" in title or "std" in title:
-            im = ax.imshow(img, cmap="magma")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        else:
-            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(name, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists."""
     try:
@@ -94,9 +74,7 @@ def _result_files(root: Path, name: str) -> list[Path]:
 def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], progress: dict[int, np.ndarray],
                  extra: dict[str, Any], record: dict, figure_title: str) -> None:
     """Write one result set under ``root`` (arrays: input, mask, label, recon, std) and replace the old one."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from score_mri.io import figure
 
     root.mkdir(parents=True, exist_ok=True)
     _remove_dead_scratch(root)
@@ -108,7 +86,7 @@ def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], pr
             p.parent.mkdir(parents=True, exist_ok=True)
             if array is not None:
                 if png:
-                    plt.imsave(p, magnitude(array), cmap="gray")
+                    figure.save_gray_png(p, magnitude(array))
                 else:
                     np.save(p, array)
             return p
@@ -140,7 +118,7 @@ def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], pr
         if std is not None:
             panels.append((f"std (K={record.get('num_samples')})", magnitude(std)))
         vmax = float(magnitude(label if label is not None else x_in).max()) or 1.0
-        _figure(put(f"{name}_figure.png"), figure_title, panels, vmax)
+        figure.save_panels(put(f"{name}_figure.png"), figure_title, panels, vmax)
 
         new = {p.relative_to(scratch) for p in scratch.rglob("*") if p.is_file()}
         # the old completion marker goes first: a run killed below leaves no marker a resume could trust
