@@ -460,3 +460,14 @@ def test_torchrun_two_processes_keep_identical_weights(tmp_path):
     log = (workdir / "stdout.txt").read_text()
     assert log.count("step: 2, training_loss") == 1 and log.count("step: 4, training_loss") == 1  # rank 0 only
     assert "x2" in log
+
+
+def test_resumed_run_follows_the_ema_rate_of_its_config(tmp_path):
+    """A finishing run with a longer EMA (``--config.model.ema_rate``) uses it, not the snapshot's rate."""
+    data = make_slices(tmp_path / "data")
+    run_lib.train(tiny_config(data, **{"training.n_iters": 2, "model.ema_rate": 0.9}), tmp_path / "w")
+    resumed = run_lib.train(tiny_config(data, **{"training.n_iters": 3, "model.ema_rate": 0.99}), tmp_path / "w")
+    assert resumed["ema"].decay == 0.99
+    ckpt = torch.load(tmp_path / "w/checkpoints-meta/checkpoint.pth", weights_only=True)
+    assert ckpt["ema"]["decay"] == 0.99
+    assert "EMA rate 0.9 of the snapshot -> 0.99 of the config" in (tmp_path / "w/stdout.txt").read_text()

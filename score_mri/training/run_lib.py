@@ -166,6 +166,10 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
             generator.manual_seed(int(config.seed) + ddp.rank + 1_000_003 * step)
             train_iter.rng = np.random.default_rng([int(config.seed) + ddp.rank, step])
             log("warning: snapshot random states are for a different number of processes; reseeded")
+        rate = float(config.model.ema_rate)
+        if ema.decay != rate:  # the config in hand decides (e.g. a longer average for a low-lr finishing run)
+            log(f"EMA rate {ema.decay} of the snapshot -> {rate} of the config")
+            ema.decay = rate
         log(f"resumed from {meta_path} at step {step}")
     elif train_option(config, "init_from"):
         init = str(train_option(config, "init_from"))
