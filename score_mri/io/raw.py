@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from score_mri.errors import UserError
@@ -168,6 +167,7 @@ def _finish(lines: list[tuple[int, int, np.ndarray]], ny: int, nx_keep: int, ave
 
 def is_mrd(path: str | Path) -> bool:
     """True when ``path`` is an ISMRMRD/MRD HDF5 file (``/dataset/data`` and ``/dataset/xml``), by content."""
+    import h5py  # here, not at module level: an .npy input never pays for the import
     try:
         with h5py.File(path, "r") as f:
             grp = f.get("dataset")
