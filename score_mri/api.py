@@ -23,7 +23,7 @@ from score_mri.config import load_config
 from score_mri.errors import UserError
 from score_mri.paths import DEFAULT_CKPT, DEFAULT_CONFIG
 from score_mri.physics import fft as _fft
-from score_mri.physics.masks import MASK_TYPES, calib_width, get_mask
+from score_mri.physics.masks import calib_width
 from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
 from score_mri.physics.sens_maps import espirit
 from score_mri.samplers.pc_loop import SamplerSettings
@@ -69,15 +69,12 @@ def ifft2c(kspace: Array) -> Array:
 
 def simulate_mask(shape: tuple[int, ...], mask_type: str = "gaussian1d", acc_factor: float = 4,
                   center_fraction: float = 0.08, seed: int = 0) -> np.ndarray:
-    """A seeded retrospective 0/1 sampling mask [H, W] (float32) for an image of ``shape`` (``[..., H, W]``)."""
-    if mask_type not in MASK_TYPES:
-        raise UserError(f"unknown mask type {mask_type!r}; expected one of {', '.join(MASK_TYPES)}")
+    """A seeded retrospective 0/1 sampling mask [H, W] (float32) for an image of ``shape`` (``[..., H, W]``).
+
+    The CLI's mask (:func:`score_mri.recon.simulate_mask`): the same arguments give the same mask.
+    """
     H, W = shape[-2:]
-    if not mask_type.endswith("1d") and H != W:
-        raise UserError(f"mask type {mask_type} needs a square image, got {H}x{W}")
-    m = get_mask(torch.zeros(1, 1, H, W), W, 1, type=mask_type, acc_factor=acc_factor,
-                 center_fraction=center_fraction, seed=seed)
-    return m[0, 0].float().numpy()  # get_mask keeps the float32 dtype of its zeros
+    return recon.simulate_mask((1, 1, H, W), mask_type, acc_factor, center_fraction, seed)[0, 0].numpy()
 
 
 @functools.lru_cache(maxsize=2)

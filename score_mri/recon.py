@@ -63,6 +63,8 @@ def simulate_mask(shape: tuple[int, ...], mask_type: str, acc_factor: float, cen
     (sigpy's ``calib``; 0 gives none), which phase estimation and ESPIRiT calibrate on.
     """
     from score_mri.physics import masks
+    if mask_type not in masks.MASK_TYPES:
+        raise UserError(f"unknown mask type {mask_type!r}; expected one of {', '.join(masks.MASK_TYPES)}")
     H, W = shape[-2:]
     if not mask_type.endswith("1d") and H != W and (mask_type != "poisson" or faithful):
         raise UserError(f"mask type {mask_type} needs a square image, got {H}x{W}")

@@ -7,8 +7,10 @@ import torch
 
 import score_mri
 from conftest import write_tiny_model
+from score_mri import recon
 from score_mri.config import load_config
 from score_mri.physics.fft import fft2c
+from score_mri.physics.masks import MASK_TYPES
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,26 @@ def test_the_sampler_table_is_the_one_that_runs():
     assert score_mri.SAMPLERS is table.SAMPLERS
     assert set(score_mri.SAMPLERS) == {"real", "complex", "ssos", "hybrid", "sense"}
     assert score_mri.get_sampler("sense") is sense.sample_sense
+
+
+def _mask_or_error(build) -> np.ndarray | str:
+    """The mask ``build()`` returns, or the message of the UserError it raises."""
+    try:
+        return np.asarray(build())
+    except score_mri.UserError as e:
+        return str(e)
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (24, 40)])
+@pytest.mark.parametrize("mask_type", [*MASK_TYPES, "radial"])
+def test_api_mask_is_the_cli_mask(mask_type, shape):
+    """Same arguments, same mask from the API and the CLI's path (every coil), or the same refusal."""
+    args = (mask_type, 4, 0.25, 3)
+    api = _mask_or_error(lambda: score_mri.simulate_mask(shape, *args))
+    cli = _mask_or_error(lambda: recon.simulate_mask((1, 3, *shape), *args, device="cpu"))
+    square_only = mask_type in ("gaussian2d", "uniformrandom2d") and shape[0] != shape[1]
+    if mask_type not in MASK_TYPES or square_only:
+        assert isinstance(api, str) and api == cli
+        return
+    assert api.shape == shape and api.dtype == np.float32 and set(np.unique(api)) == {0.0, 1.0}
+    assert cli.shape == (1, 3, *shape) and all(np.array_equal(api, coil) for coil in cli[0])
