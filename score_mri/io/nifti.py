@@ -9,12 +9,12 @@ else 1 mm (identity). No patient orientation is claimed (the scanner's position 
 from __future__ import annotations
 
 import gzip
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
+from score_mri.io.atomic import atomic_write
 from score_mri.io.raw import xml_find as _find  # namespace-agnostic child lookup along a '/'-path
 
 __all__ = ["spacing_of", "affine_of", "write_nifti", "write_beside"]
@@ -115,14 +115,7 @@ def write_nifti(path: str | Path, volume: np.ndarray, spacing: Spacing | None = 
     payload = img.to_bytes()                                            # a single-file .nii image
     if path.name.endswith(".gz"):
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")            # the volume writers' temporary name
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
 
 
 def write_beside(volume_file: str | Path, volume: np.ndarray, source: str | Path | None) -> Path:

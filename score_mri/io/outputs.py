@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from score_mri.errors import UserError
+from score_mri.io.atomic import atomic_write, pid_alive
 
 __all__ = ["check_save_dir", "magnitude", "metrics_of", "save_results", "SaveDirLock", "write_atomic", "write_volume"]
 
@@ -43,22 +44,11 @@ def metrics_of(label: np.ndarray | None, img: np.ndarray) -> dict | None:
     return metrics.evaluate(magnitude(label).astype(np.float64), magnitude(img).astype(np.float64))
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_dead_scratch(root: Path) -> None:
     """Remove ``.tmp-<name>-<pid>`` folders left by killed runs."""
     for d in root.glob(".tmp-*"):
         pid = d.name.rsplit("-", 1)[-1]
-        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -135,14 +125,6 @@ def save_results(root: Path, name: str, arrays: dict[str, np.ndarray | None], pr
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _remove_dead_tmp(path: Path) -> None:
-    """Remove ``.<name>.<pid>.tmp`` files beside ``path`` left by killed writers."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
 class SaveDirLock:
     """An exclusive lock on ``<save_dir>/.lock-<kind>`` held for a whole run (released when the process ends).
 
@@ -179,24 +161,18 @@ class SaveDirLock:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary beside it, so readers never see half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_tmp(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_volume(path: Path, reconstruction: np.ndarray, attrs: dict[str, Any]) -> None:
     """fastMRI submission file: dataset ``reconstruction`` [slices, H, W] float32, written atomically."""
     import h5py
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_tmp(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
+        """The HDF5 file at ``tmp``."""
         with h5py.File(tmp, "w") as f:
             f.create_dataset("reconstruction", data=np.asarray(reconstruction, dtype=np.float32))
             for k, v in attrs.items():
                 f.attrs[k] = v
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)
