@@ -51,6 +51,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "flags": ("score_mri.cli.flags", "cli"),
     "operators": ("score_mri.physics.operators", "operators"),
     "sens_maps": ("score_mri.physics.sens_maps", "sens_maps"),
+    "phase": ("score_mri.physics.phase",),
     "perf": ("score_mri.perf", "perf"),
     "sde": ("sde_lib", "score_mri.sde"),
     "utils": ("utils", "score_mri.utils"),
@@ -143,17 +144,6 @@ def load_images(root: Path, sources: list[str], per_source: int | None, size: in
         for k in VXM_SLICES[:per_source]:
             images.append(Image(f"vxm:{k}", "vxm", _unit(_square(_unit(vol[:, :, k]), size))))
     return images
-
-
-def smooth_phase(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """Seeded smooth phase map (radians): random constant, linear and quadratic terms plus one Gaussian bump."""
-    rng = np.random.RandomState(seed)
-    yy, xx = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
-    c = rng.uniform(-0.6, 0.6, 3) * np.pi
-    q = rng.uniform(-0.4, 0.4, 3) * np.pi
-    cy, cx = rng.uniform(-0.4, 0.4, 2)
-    bump = rng.uniform(0.5, 1.0) * np.pi * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 0.25 ** 2))
-    return c[0] + c[1] * xx + c[2] * yy + q[0] * xx ** 2 + q[1] * yy ** 2 + q[2] * xx * yy + bump
 
 
 # ----------------------------------------------------------------------------- priors
@@ -256,7 +246,7 @@ class Case:
 
 def make_cases(images: list[Image], kinds: list[str], complex_names: list[str], seed: int) -> list[Case]:
     """Real cases for every image; complex and 8-coil cases for ``complex_names`` (same mask per image)."""
-    recon, classical = project_module("recon"), project_module("classical")
+    recon, classical, phase = (project_module(k) for k in ("recon", "classical", "phase"))
     cases = []
     for i, im in enumerate(images):
         size = im.x.shape[-1]
@@ -269,7 +259,7 @@ def make_cases(images: list[Image], kinds: list[str], complex_names: list[str], 
             if kind == "real":
                 x = im.x
             else:
-                x = (im.x * np.exp(1j * smooth_phase(im.x.shape, 1000 + s))).astype(np.complex64)
+                x = (im.x * np.exp(1j * phase.smooth_phase(im.x.shape, 1000 + s))).astype(np.complex64)
                 if kind == "coil8":
                     x = (classical.simulated_sens(N_COILS, im.x.shape) * x[None]).astype(np.complex64)
             gt = classical.root_sum_of_squares(x) if x.ndim == 3 else np.abs(x)

@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import utils  # noqa: E402  (the project's FFTs and masks, so samples match what the scripts do)
+from score_mri.physics.phase import smooth_phase  # noqa: E402  (the synthetic phase of the complex samples)
 
 SIZE = 320  # single-coil / real samples, as the original's
 MC_SIZE = 192  # multi-coil samples: smaller, to keep the CPU cost of Algorithms 4/5 sane
@@ -126,17 +127,6 @@ def to_square(img: np.ndarray, size: int, margin: float = 0.06, thresh: float = 
     out = resize(out, (size, size), order=3, mode="constant", anti_aliasing=side > size)
     out = np.clip(out, 0, None)
     return (out / out.max()).astype(np.float32)
-
-
-def smooth_phase(shape: tuple[int, int], seed: int) -> np.ndarray:
-    """A smooth synthetic MR phase map (radians): random low-order polynomial plus one Gaussian bump."""
-    rng = np.random.RandomState(seed)
-    y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
-    lin = rng.uniform(-0.6, 0.6, 3) * np.pi  # constant + linear terms (centre offset, shifts)
-    quad = rng.uniform(-0.4, 0.4, 3) * np.pi  # B0-like curvature
-    cy, cx = rng.uniform(-0.4, 0.4, 2)
-    bump = rng.uniform(0.5, 1.0) * np.pi * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.25 ** 2))
-    return lin[0] + lin[1] * x + lin[2] * y + quad[0] * x ** 2 + quad[1] * y ** 2 + quad[2] * x * y + bump
 
 
 def coil_maps(n_coils: int, size: int) -> np.ndarray:

@@ -17,7 +17,8 @@ import torch
 from score_mri.physics.masks import centre_block
 from score_mri.physics.operators import LinearOperator, coil_slice
 
-__all__ = ["calibration_size", "lowpass_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated"]
+__all__ = ["calibration_size", "lowpass_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated",
+           "smooth_phase"]
 
 MIN_CALIB = 4  # smallest usable calibration block (pixels per side)
 
@@ -146,3 +147,19 @@ class PhaseDemodulated(LinearOperator):
     def restrict(self, sl: slice) -> "PhaseDemodulated":
         """The operator of the coils ``sl``."""
         return PhaseDemodulated(self.op.restrict(sl), coil_slice(self.phi, sl))
+
+
+def smooth_phase(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """A smooth random phase map [H, W] (radians) for simulating complex images: x = m exp(i phi).
+
+    Low order, like a measured MR phase: a constant and linear terms (each uniform in +-0.6 pi), quadratic
+    B0-like curvature (each term uniform in +-0.4 pi) and one Gaussian bump (sigma 0.25, height 0.5-1 pi)
+    over [-1, 1] x [-1, 1]; drawn from ``np.random.RandomState(seed)`` (the global state is not touched).
+    """
+    rng = np.random.RandomState(seed)
+    y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    lin = rng.uniform(-0.6, 0.6, 3) * np.pi
+    quad = rng.uniform(-0.4, 0.4, 3) * np.pi
+    cy, cx = rng.uniform(-0.4, 0.4, 2)
+    bump = rng.uniform(0.5, 1.0) * np.pi * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.25 ** 2))
+    return lin[0] + lin[1] * x + lin[2] * y + quad[0] * x ** 2 + quad[1] * y ** 2 + quad[2] * x * y + bump
