@@ -236,7 +236,8 @@ def run_model(case: Case, script: str, spec: str, mask: np.ndarray, N: int, t0: 
     cart = alg.cartesian(mask_t)
     y = cart.A(image.to(torch.complex64))
     _, root = ic.root_of(job, problem.task)
-    ctx = ic.Context(args=job.args, config=job.config, problem=problem, root=root, mask=mask_t, y=y)
+    ctx = ic.Context(args=job.args, config=job.config, settings=job.settings, problem=problem, root=root, mask=mask_t,
+                     y=y)
     op = alg.operator(ctx) if alg.operator is not None else cart
     rec = recon.reconstruct(model, alg.sampler, op, y, job.settings, num_samples=job.opts.num_samples,
                             generator=torch.Generator(device=device).manual_seed(job.opts.seed),

@@ -168,3 +168,30 @@ def test_phase_ri_mode_keeps_the_residual_and_the_data(sampler):
     meas = op.cartesian.A(res.x) if sampler == "hybrid" else op.A(res.x)
     tol = 1e-3 if sampler != "sense" else 0.05
     assert torch.linalg.vector_norm(meas - y) <= tol * torch.linalg.vector_norm(y)
+
+
+@pytest.mark.parametrize("key, flags, expected", [
+    ("SENSE", ("--cg_iters", "3", "--gamma", "0.2"), {"cg_iters": 3, "gamma": 0.2, "complex_mode": "ri"}),
+    ("hybrid", ("--m_steps", "2"), {"m_steps": 2}),
+])
+def test_coil_map_scripts_resolve_their_settings_once(tmp_path, tiny, capsys, monkeypatch, key, flags,  # noqa: F811
+                                                      expected):
+    """The SENSE / hybrid operator hook records the job's settings instead of resolving them again."""
+    from score_mri.samplers.pc_loop import SamplerSettings
+    resolved = []
+    from_config = SamplerSettings.from_config.__func__
+
+    def counted(cls, *args, **kwargs) -> SamplerSettings:
+        """SamplerSettings.from_config, remembering each result."""
+        resolved.append(from_config(cls, *args, **kwargs))
+        return resolved[-1]
+
+    monkeypatch.setattr(SamplerSettings, "from_config", classmethod(counted))
+    monkeypatch.setitem(test_cli.SCRIPTS, "SENSE", "inference_multi-coil_SENSE.py")
+    np.save(tmp_path / "case.npy", coil_images())
+    status, _, err = run_inproc(key, tiny, "--data", str(tmp_path / "case.npy"), "--save_dir", str(tmp_path / "o"),
+                                "--acc_factor", "2", "--center_fraction", "0.5", *flags, capsys=capsys)
+    assert status == 0, err
+    assert len(resolved) == 1
+    rec = json.loads((tmp_path / "o" / "multi-coil" / key / "case_metrics.json").read_text())
+    assert {f: rec[f] for f in expected} == expected == {f: getattr(resolved[0], f) for f in expected}

@@ -25,9 +25,11 @@ __all__ = ["UserError", "Script", "Context", "Job", "load_config", "prepare", "r
 
 @dataclass
 class Context:
-    """What a script's operator hook sees: flags, config, the problem, the mask and the measured k-space."""
+    """What a script's operator hook sees: flags, config, resolved settings, the problem, the mask and the
+    measured k-space."""
     args: argparse.Namespace
     config: Any
+    settings: Any                    # the job's sampling.SamplerSettings (resolved once, in :func:`prepare`)
     problem: Problem
     root: Path                       # <save_dir>/<kind>, where the results will go
     mask: Any                        # [1, C, H, W] torch 0/1
@@ -244,7 +246,7 @@ def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> 
     else:                           # retrospective, or a k-space-free input: simulated from the image
         y = cart.A(image.to(torch.complex64))                                  # [1, C, H, W]
     x_zf = cart.zero_filled(y)                                                 # [1, C, H, W]
-    ctx = Context(args=args, config=job.config, problem=problem, root=root, mask=mask, y=y)
+    ctx = Context(args=args, config=job.config, settings=settings, problem=problem, root=root, mask=mask, y=y)
     op = script.operator(ctx) if script.operator is not None else cart
 
     images: dict = {}

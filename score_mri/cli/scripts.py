@@ -9,7 +9,7 @@ import argparse
 import torch
 
 from score_mri.cli import common as ic
-from score_mri.cli.flags import config_sampling, finite_float, resolve
+from score_mri.cli.flags import config_sampling, finite_float
 from score_mri.io.raw import check_maps
 from score_mri.io.maps import load_maps
 from score_mri.io.readers import InputKind
@@ -84,8 +84,8 @@ def _maps(ctx: ic.Context) -> torch.Tensor:
 
 def _hybrid_operator(ctx: ic.Context) -> SENSE:
     """SENSE operator with ESPIRiT maps from the measured calibration region (Algorithm 5)."""
-    ctx.record.update(m_steps=_hybrid_settings(ctx.args, ctx.config)["m_steps"], lamb_start=ctx.args.lamb_start,
-                      lamb_end=ctx.args.lamb_end, espirit_from_full=ctx.args.espirit_from_full)
+    ctx.record.update(m_steps=ctx.settings.m_steps, lamb_start=ctx.args.lamb_start, lamb_end=ctx.args.lamb_end,
+                      espirit_from_full=ctx.args.espirit_from_full)
     return SENSE(_maps(ctx), ctx.mask)
 
 
@@ -97,7 +97,7 @@ def _sense_args(parser: argparse.ArgumentParser) -> None:
 
 def _sense_operator(ctx: ic.Context) -> SENSE:
     """SENSE operator with ESPIRiT maps from the measured calibration region (SENSE sampler)."""
-    settings, _ = resolve(ctx.args, ctx.config, coils=True)
+    settings = ctx.settings
     ctx.record.update(espirit_from_full=ctx.args.espirit_from_full, complex_mode=settings.complex_mode,
                       cg_iters=settings.cg_iters, gamma=settings.gamma)
     return SENSE(_maps(ctx), ctx.mask)
