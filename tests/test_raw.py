@@ -338,6 +338,96 @@ def _ok(tmp_path: Path) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------------- slice counts
+
+def _no_samples(monkeypatch) -> None:
+    """Make any read of k-space samples (twix data blocks, MRD acquisitions) fail the test."""
+    import twixtools.mdb
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("samples read while counting slices")
+
+    monkeypatch.setattr(twixtools.mdb.Mdb, "data", property(refuse))
+    monkeypatch.setattr(ismrmrd.Dataset, "read_acquisition", refuse)
+
+
+def test_count_slices_twix_equals_header(twix_dir, monkeypatch):
+    for path in sorted(twix_dir.glob("*.dat")):
+        try:
+            want = raw.read_raw(path, slice=0).header["num_slices"]
+        except raw.RawDataError as exc:            # epi.dat: the count refuses it with the same message
+            with pytest.raises(raw.RawDataError) as counted:
+                raw.count_slices(path)
+            assert str(counted.value) == str(exc)
+            continue
+        with monkeypatch.context() as m:
+            _no_samples(m)
+            assert raw.count_slices(path) == want == 1, path
+
+
+def test_count_slices_mrd_equals_header(mrd_file, tmp_path, monkeypatch):
+    path, _ = mrd_file
+    want = raw.read_raw(path, slice=1).header["num_slices"]
+    _no_samples(monkeypatch)
+    assert raw.count_slices(path) == want == 2
+    with pytest.raises(raw.RawDataError, match="neither an ISMRMRD/MRD .h5 nor a Siemens twix"):
+        raw.count_slices(tmp_path)
+    radial = tmp_path / "radial.h5"
+    _write_mrd(radial, trajectory="radial")
+    with pytest.raises(raw.RawDataError, match="non-Cartesian trajectories are not supported"):
+        raw.count_slices(radial)
+
+
+def _counter_mrd(path: Path, xml_max: int, slices: list[int], navigator_slice: int) -> None:
+    """A tiny MRD file: XML slice limit ``xml_max``, one 4-line readout block per entry of ``slices``, a noise
+    scan and a navigator readout on ``navigator_slice`` (neither counts)."""
+    enc = xsd.encodingType(
+        encodedSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=8, y=4, z=1),
+                                           fieldOfView_mm=xsd.fieldOfViewMm(x=8, y=4, z=1)),
+        reconSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=8, y=4, z=1),
+                                         fieldOfView_mm=xsd.fieldOfViewMm(x=8, y=4, z=1)),
+        encodingLimits=xsd.encodingLimitsType(slice=xsd.limitType(minimum=0, maximum=xml_max, center=0)),
+        trajectory=xsd.trajectoryType("cartesian"))
+    head = xsd.ismrmrdHeader(
+        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63_500_000),
+        acquisitionSystemInformation=xsd.acquisitionSystemInformationType(receiverChannels=2), encoding=[enc])
+    data = np.ones((2, 8), np.complex64)
+    noise = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32).view(np.complex64)  # [2, 8]
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as dset:
+        dset.write_xml_header(xsd.ToXML(head))
+        for flag, slc in ((ismrmrd.ACQ_IS_NOISE_MEASUREMENT, 0), (ismrmrd.ACQ_IS_NAVIGATION_DATA, navigator_slice)):
+            acq = ismrmrd.Acquisition.from_array(noise, sample_time_us=5.0)
+            acq.set_flag(flag)
+            acq.idx.slice = slc
+            dset.append_acquisition(acq)
+        for slc in slices:
+            for line in range(4):
+                acq = ismrmrd.Acquisition.from_array(data * (line + 1), sample_time_us=5.0, center_sample=4)
+                acq.idx.kspace_encode_step_1, acq.idx.slice = line, slc
+                dset.append_acquisition(acq)
+
+
+def test_count_slices_property(tmp_path_factory):
+    """For any XML slice limit and slice counters, the header-only count is read_raw's num_slices:
+    max(XML maximum, largest image-readout slice counter) + 1, noise and navigator readouts ignored."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=25, deadline=None, database=None)
+    @hypothesis.given(xml_max=st.integers(0, 6), slices=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+                      navigator_slice=st.integers(0, 40))
+    def check(xml_max: int, slices: list[int], navigator_slice: int) -> None:
+        path = tmp_path_factory.mktemp("count") / "scan.mrd"
+        _counter_mrd(path, xml_max, slices, navigator_slice)
+        header = raw.read_raw(path, slice=slices[-1]).header
+        assert raw.count_slices(path) == header["num_slices"] == max(xml_max, *slices) + 1
+        for missing in range(header["num_slices"], header["num_slices"] + 2):
+            with pytest.raises(raw.RawDataError, match=f"slice {missing} out of range"):
+                raw.read_raw(path, slice=missing)
+
+    check()
+
+
 # ------------------------------------------------------------------------------------------- coil helpers
 
 def test_coil_compress_energy():

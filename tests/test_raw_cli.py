@@ -282,6 +282,86 @@ def test_twix_single_coil_with_coils_1_script(tmp_path, tiny, gre):
     assert metrics(tmp_path, "single-coil", "gre_s0")["shape"] == [1, 160, 160]
 
 
+# ---------------------------------------------------------------------------------------------- raw volumes
+
+def _recon_names(root: Path) -> list[str]:
+    """Names of the per-slice reconstructions under a results folder."""
+    return sorted(p.stem for p in (root / "recon").glob("*.npy"))
+
+
+def test_slice_all_and_range_on_mrd(tmp_path, tiny, capsys):
+    """``--slice all`` on a raw .mrd: one result <stem>_s<i> per slice (slice i of the file), one volume, the
+    summary; a sub-range rerun with the same settings recomputes nothing and keeps the whole volume."""
+    data = tmp_path / "three.mrd"
+    write_mrd(data, slices=3, noise=False)
+    save = tmp_path / "out"
+    status, _, err = run("ssos", tiny, "--data", str(data), "--slice", "all", "--save_dir", str(save), capsys=capsys)
+    assert status == 0, err
+    root = save / "multi-coil/SSOS"
+    assert _recon_names(root) == ["three_s0", "three_s1", "three_s2"]
+    labels = [np.load(root / "label" / f"three_s{i}.npy") for i in range(3)]
+    for i in (1, 2):                                            # slice i holds (1 + i) times the data
+        np.testing.assert_allclose(labels[i], (1 + i) * labels[0], rtol=1e-4, atol=1e-6 * labels[2].max())
+    summary = json.loads((root / "summary.json").read_text())
+    (volume,) = summary["volumes"]
+    assert volume["volume"] == "three" and volume["slices"] == [0, 1, 2] and volume["target"] == "fully sampled"
+    with h5py.File(root / "reconstructions" / "three.h5", "r") as f:
+        assert f["reconstruction"].shape == (3, NX, NY)
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "recon").glob("*.npy")}
+    status, _, err = run("ssos", tiny, "--data", str(data), "--slice", "1:3", "--save_dir", str(save), capsys=capsys)
+    assert status == 0, err
+    assert {p: p.stat().st_mtime_ns for p in (root / "recon").glob("*.npy")} == stamps
+    assert json.loads((root / "summary.json").read_text())["volumes"][0]["slices"] == [0, 1, 2]
+
+
+def test_folder_and_glob_with_twix_and_mrd(tmp_path, tiny, capsys, gre):
+    """A folder holding a twix .dat (a link to gre.dat) and a 2-slice .mrd: every slice of both; a glob of the
+    .dat then finds its result done."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "gre.dat").symlink_to(gre)
+    write_mrd(folder / "two.mrd", slices=2, noise=False)
+    save = tmp_path / "out"
+    status, out, err = run("ssos", tiny, "--data", str(folder), "--center_fraction", "0.08", "--save_dir", str(save),
+                           capsys=capsys)
+    assert status == 0, err
+    root = save / "multi-coil/SSOS"
+    assert _recon_names(root) == ["gre_s0", "two_s0", "two_s1"]
+    summary = json.loads((root / "summary.json").read_text())
+    assert {v["volume"]: v["slices"] for v in summary["volumes"]} == {"gre": [0], "two": [0, 1]}
+    assert metrics(save, "multi-coil/SSOS", "gre_s0")["shape"] == [2, 160, 160]
+    with h5py.File(root / "reconstructions" / "gre.h5", "r") as f:
+        assert f["reconstruction"].shape == (1, 160, 160)
+    stamp = (root / "recon" / "gre_s0.npy").stat().st_mtime_ns
+    status, _, err = run("ssos", tiny, "--data", str(folder / "*.dat"), "--center_fraction", "0.08",
+                         "--save_dir", str(save), capsys=capsys)
+    assert status == 0, err
+    assert (root / "recon" / "gre_s0.npy").stat().st_mtime_ns == stamp
+
+
+def test_slice_out_of_range_on_raw_files_exit_2(tmp_path, tiny, capsys, gre):
+    """A slice index or range outside a raw file: one line on stderr, exit status 2, no result written."""
+    data = tmp_path / "two.mrd"
+    write_mrd(data, slices=2, noise=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "gre.dat").symlink_to(gre)
+    epi = gre.with_name("epi.dat")
+    cases = [(["--data", str(data), "--slice", "2"], "slice 2 out of range"),
+             (["--data", str(data), "--slice", "-3"], "--slice -3 out of range"),
+             (["--data", str(data), "--slice", "2:5"], "selects no slice"),
+             (["--data", str(gre), "--slice", "1"], "slice 1 out of range"),
+             (["--data", str(folder), "--slice", "1"], "--slice 1 out of range")]
+    if epi.exists():                                        # refused while the slices are counted
+        (tmp_path / "epi").mkdir()
+        (tmp_path / "epi" / "epi.dat").symlink_to(epi)
+        cases.append((["--data", str(tmp_path / "epi")], "EPI readouts are not supported"))
+    for argv, fragment in cases:
+        status, _, err = run("ssos", tiny, *argv, "--save_dir", str(tmp_path / "out"), capsys=capsys)
+        assert status == 2 and err.count("\n") == 1 and fragment in err, (argv, err)
+        assert not (tmp_path / "out" / "multi-coil/SSOS" / "recon").exists(), argv
+
+
 # ---------------------------------------------------------------------------------------------- bad files
 
 def _bad_cases(tmp_path: Path) -> list[tuple[list[str], str]]:

@@ -1,4 +1,7 @@
-"""Whole volumes and many files: ``--slice all`` / ``a:b`` and ``--data <folder or glob>`` of fastMRI ``.h5``.
+"""Whole volumes and many files: ``--slice all`` / ``a:b`` and ``--data <folder or glob>`` of volume inputs.
+
+A volume input is a fastMRI ``.h5`` or a raw scanner file (Siemens twix ``.dat``, ISMRMRD/MRD ``.mrd`` or
+``.h5``); its slices are counted from its headers and the slice ``i`` of ``<file>`` is the result ``<stem>_s<i>``.
 
 The volume driver runs the single-slice pipeline (``inference_common.reconstruct_problem``) in a loop with
 one model, writes every slice's result set atomically (its metrics JSON last: the completion marker), and
@@ -26,7 +29,7 @@ import numpy as np
 from score_mri.io import outputs
 from score_mri.physics.fft import center_crop
 from score_mri.errors import UserError
-from score_mri.io.readers import TARGET_KEYS, h5_slice_count, read_problem, slice_indices
+from score_mri.io.readers import TARGET_KEYS, VOLUME_SUFFIXES, read_problem, slice_count, slice_indices
 from score_mri.process_group import ProcessGroup
 from score_mri.cli import job as ic
 from score_mri.cli.progress import log
@@ -99,12 +102,13 @@ def _items(job, files: list[Path], spec) -> list[Item]:
     """Every selected slice of every file; a result of the same name and settings is marked done."""
     items, stems = [], {}
     for path in files:
-        if path.suffix.lower() not in (".h5", ".hdf5"):
-            raise UserError(f"--slice {job.args.slice} and folder inputs need fastMRI .h5 files, not {path.name}")
+        if path.suffix.lower() not in VOLUME_SUFFIXES:
+            raise UserError(f"--slice {job.args.slice} and folder inputs need volume files "
+                            f"({', '.join(VOLUME_SUFFIXES)}), not {path.name}")
         if path.stem in stems and stems[path.stem] != path.resolve():
             raise UserError(f"two inputs share the name {path.stem}: {stems[path.stem]} and {path}")
         stems[path.stem] = path.resolve()
-        n = h5_slice_count(path)
+        n = slice_count(path)
         items += [Item(path, i, f"{path.stem}_s{i}") for i in slice_indices(spec, n, path)]
     clash = []
     for root in _candidate_roots(job):
@@ -209,12 +213,13 @@ def _stack(root: Path, sub: str, names: list[str]) -> np.ndarray | None:
 
 
 def _target(path: Path, indices: list[int], label: np.ndarray | None, shape: tuple) -> tuple[np.ndarray | None, str]:
-    """The volume's target [S, H, W]: the file's stored reconstruction, else the fully sampled slices."""
-    import h5py
-    with h5py.File(path, "r") as f:
-        for key in TARGET_KEYS:
-            if key in f and tuple(f[key].shape[-2:]) == tuple(shape[-2:]):
-                return np.asarray(f[key][indices], dtype=np.float32), key           # indices increase
+    """The volume's target [S, H, W]: the file's stored reconstruction (fastMRI), else the fully sampled slices."""
+    if path.suffix.lower() in (".h5", ".hdf5"):                                 # raw files store none
+        import h5py
+        with h5py.File(path, "r") as f:
+            for key in TARGET_KEYS:
+                if key in f and tuple(f[key].shape[-2:]) == tuple(shape[-2:]):
+                    return np.asarray(f[key][indices], dtype=np.float32), key       # indices increase
     return (label, "fully sampled") if label is not None else (None, "none")
 
 
@@ -269,7 +274,7 @@ def _complete_indices(job, path: Path, root: Path, selected: list[int]) -> list[
     """The selected slices plus every other slice of ``path`` with a complete result of the same key under root
     (a rerun of a sub-range keeps the slices an earlier run of the same settings put in the volume)."""
     extra = []
-    for i in range(h5_slice_count(path)):
+    for i in range(slice_count(path)):
         name = f"{path.stem}_s{i}"
         if i not in selected and (root / "recon" / f"{name}.npy").is_file() \
                 and ic.existing_key(root, name) == ic.run_key(job, path, name):

@@ -88,8 +88,8 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--faithful", action="store_true",
                    help="reproduce the original's sampler quirks (batch-mean Langevin step, lambda over 2000, ...)")
     p.add_argument("--slice", default=None,
-                   help="slice(s) of an .h5 file: an index, 'all' or a range a:b (end excluded). Default: the "
-                        "middle slice of one file, all slices of a folder or glob")
+                   help="slice(s) of an .h5 or raw (.dat, .mrd) file: an index, 'all' or a range a:b (end "
+                        "excluded). Default: the middle slice of one file, all slices of a folder or glob")
     p.add_argument("--coils", type=int, default=None, metavar="K",
                    help="SVD coil compression to K virtual coils before the reconstruction (bounds the time of "
                         "many-coil data; --coils 1 lets the single-coil scripts take multi-coil raw data)")

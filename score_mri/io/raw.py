@@ -5,6 +5,7 @@ k-space is ``[C, ky, kx]`` complex64 (readout last) with its centre at ``[ky // 
 the central part of the readout in image space (orthonormal FFTs: white-noise variance per sample kept).
 Pre-whitening maps the data to ``L^-1 d`` with ``L L^H`` the noise-scan covariance scaled to the image
 bandwidth (ratio of dwell times, when both are known): coil noise becomes white, unit variance, uncorrelated.
+:func:`count_slices` reads the headers alone (no samples) and derives the slice count as ``read_raw`` does.
 Only numpy, h5py, ismrmrd, twixtools, the standard library and ``score_mri.errors`` are imported (torch
 only if passed in).
 """
@@ -13,13 +14,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from score_mri.errors import UserError
 
-__all__ = ["RawDataError", "RawKSpace", "read_raw", "read_twix", "read_mrd", "is_mrd", "is_twix",
+__all__ = ["RawDataError", "RawKSpace", "read_raw", "read_twix", "read_mrd", "count_slices", "is_mrd", "is_twix",
            "whitening_matrix", "coil_compress", "check_maps"]
 
 
@@ -146,6 +147,11 @@ def _select_slice(slice_: int | None, n_slices: int) -> int:
     return int(slice_ or 0)
 
 
+def _counts(counters: dict[str, Any]) -> dict[str, int]:
+    """Number of values of each loop counter (largest index + 1) over the image readouts."""
+    return {name: int(np.max(values)) + 1 for name, values in counters.items()}
+
+
 def _finish(lines: list[tuple[int, int, np.ndarray]], ny: int, nx_keep: int, average: str | int, n_ave: int,
             whiten: np.ndarray | None, noise_cov: np.ndarray | None, header: dict, path: str | Path) -> RawKSpace:
     """Grid the selected readouts, pre-whiten, remove oversampling and wrap the result."""
@@ -201,6 +207,16 @@ def read_raw(path: str | Path, **kwargs: Any) -> RawKSpace:
     raise RawDataError(f"{path}: neither an ISMRMRD/MRD .h5 nor a Siemens twix .dat file")
 
 
+def count_slices(path: str | Path) -> int:
+    """Number of 2-D slices of a raw file from its headers alone (no k-space read): ``read_raw``'s ``num_slices``."""
+    if is_mrd(path):
+        return _mrd_scan(path).counts["slices"]
+    if is_twix(path):
+        _, _, counts = _twix_scan(path)
+        return counts["slices"]
+    raise RawDataError(f"{path}: neither an ISMRMRD/MRD .h5 nor a Siemens twix .dat file")
+
+
 # ---------------------------------------------------------------------------------------------------- twix
 
 def _yaps(hdr: dict, *keys: str | int, default: Any = None) -> Any:
@@ -222,26 +238,32 @@ def _twix_dwell_ns(hdr: dict) -> float | None:
     return dwell if dwell > 0 else None
 
 
-def read_twix(path: str | Path, *, slice: int | None = None, average: str | int = "mean",
-              repetition: int = 0, contrast: int = 0, remove_oversampling: bool = True,
-              prewhiten: bool = True) -> RawKSpace:
-    """Read one 2-D Cartesian slice of a Siemens twix ``.dat`` file (phase 0, set 0)."""
+_TWIX_COUNTERS = (("slices", "cSlc"), ("averages", "cAve"), ("repetitions", "cRep"), ("contrasts", "cEco"))
+
+
+def _twix_measurements(path: str | Path) -> list[dict]:
+    """twixtools' measurements of a twix file: protocol and readout headers (samples are read on use)."""
     import twixtools
 
     if not is_twix(path):
         raise RawDataError(f"{path}: not a Siemens twix .dat file")
     try:
-        measurements = twixtools.read_twix(str(path), verbose=False)
+        measurements = twixtools.read_twix(str(path), parse_pmu=False, parse_geometry=False, verbose=False)
     except Exception as exc:  # twixtools raises assorted errors on truncated files
         raise RawDataError(f"{path}: twixtools could not parse the file ({type(exc).__name__}: {exc})") from None
     if not measurements:
         raise RawDataError(f"{path}: no measurements in the twix file")
+    return measurements
+
+
+def _twix_scan(path: str | Path) -> tuple[list[dict], list, dict[str, int]]:
+    """(measurements, image scans of the last one, their loop counts); unsupported acquisitions refused."""
+    measurements = _twix_measurements(path)
     meas = measurements[-1]
     hdr = meas["hdr"]
     image = [m for m in meas["mdb"] if m.is_image_scan() and not m.is_flag_set("RETRO_DUMMYSCAN")]
     if not image:
         raise RawDataError(f"{path}: no image scans in the last measurement")
-
     trajectory = _yaps(hdr, "MeasYaps", "sKSpace", "ucTrajectory", default=1)
     if any(m.is_flag_set("REFLECT") for m in image) or any(m.is_flag_set("PHASCOR") for m in meas["mdb"]):
         raise RawDataError(f"{path}: EPI readouts are not supported (reflected lines / phase-correction scans)")
@@ -249,8 +271,17 @@ def read_twix(path: str | Path, *, slice: int | None = None, average: str | int 
         raise RawDataError(f"{path}: non-Cartesian trajectories are not supported (ucTrajectory={trajectory})")
     if int(_yaps(hdr, "MeasYaps", "sKSpace", "ucDimension", default=2)) == 4 or any(m.cPar for m in image):
         raise RawDataError(f"{path}: 3-D acquisitions are not supported")
+    return measurements, image, _counts({name: [getattr(m, c) for m in image] for name, c in _TWIX_COUNTERS})
 
-    n_slices, n_ave, n_rep, n_eco = (max(getattr(m, c) for m in image) + 1 for c in ("cSlc", "cAve", "cRep", "cEco"))
+
+def read_twix(path: str | Path, *, slice: int | None = None, average: str | int = "mean",
+              repetition: int = 0, contrast: int = 0, remove_oversampling: bool = True,
+              prewhiten: bool = True) -> RawKSpace:
+    """Read one 2-D Cartesian slice of a Siemens twix ``.dat`` file (phase 0, set 0)."""
+    measurements, image, counts = _twix_scan(path)
+    meas = measurements[-1]
+    hdr = meas["hdr"]
+    n_slices, n_ave, n_rep, n_eco = (counts[name] for name, _ in _TWIX_COUNTERS)
     slc = _select_slice(slice, n_slices)
     _check_index("repetition", repetition, n_rep)
     _check_index("contrast", contrast, n_eco)
@@ -309,19 +340,34 @@ def _xml_num(node: ET.Element | None, path: str, default: float | None = None) -
         return default
 
 
-def read_mrd(path: str | Path, *, slice: int | None = 0, average: str | int = "mean", repetition: int = 0,
-             contrast: int = 0, remove_oversampling: bool = True, prewhiten: bool = True,
-             dataset: str = "dataset") -> RawKSpace:
-    """Read one 2-D Cartesian slice of an ISMRMRD/MRD ``.h5`` file (encoding space 0, phase 0, set 0)."""
-    import ismrmrd
+_MRD_COUNTERS = (("slices", "slice"), ("averages", "average"), ("repetitions", "repetition"),
+                 ("contrasts", "contrast"))
+_MRD_SKIPPED = ("NOISE_MEASUREMENT", "PARALLEL_CALIBRATION", "NAVIGATION_DATA", "PHASECORR_DATA", "HPFEEDBACK_DATA",
+                "DUMMYSCAN_DATA", "RTFEEDBACK_DATA", "SURFACECOILCORRECTIONSCAN_DATA")
 
-    if not is_mrd(path):
-        raise RawDataError(f"{path}: not an ISMRMRD/MRD file (no /dataset/data and /dataset/xml)")
-    with ismrmrd.Dataset(str(path), dataset_name=dataset, mode="r") as dset:
-        xml = dset.read_xml_header()
-        acqs = [dset.read_acquisition(i) for i in range(dset.number_of_acquisitions())]
+
+def _mrd_flag(heads: np.ndarray, name: str) -> np.ndarray:
+    """[n] bool: ISMRMRD flag ``ACQ_IS_<name>`` set in each acquisition header."""
+    import ismrmrd
+    return (heads["flags"] & np.uint64(1 << (getattr(ismrmrd, "ACQ_IS_" + name) - 1))) != 0
+
+
+def _mrd_headers(path: str | Path, dataset: str) -> tuple[str, np.ndarray]:
+    """(XML header, acquisition headers as a structured array) of an MRD file; the samples are not read."""
+    import h5py
     try:
-        root = ET.fromstring(xml.decode() if isinstance(xml, bytes) else xml)
+        with h5py.File(path, "r") as f:
+            xml = f[f"{dataset}/xml"][0]
+            heads = f[f"{dataset}/data"].fields("head")[:]
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise RawDataError(f"{path}: unreadable MRD dataset {dataset!r} ({type(exc).__name__}: {exc})") from None
+    return (xml.decode() if isinstance(xml, bytes) else str(xml)), np.atleast_1d(heads)
+
+
+def _mrd_encoding(xml: str, path: str | Path) -> tuple[ET.Element, ET.Element]:
+    """(XML root, first <encoding>) of a 2-D Cartesian MRD header; other acquisitions refused."""
+    try:
+        root = ET.fromstring(xml)
     except ET.ParseError as exc:
         raise RawDataError(f"{path}: unreadable MRD XML header ({exc})") from None
     enc = xml_find(root, "encoding")
@@ -333,31 +379,63 @@ def read_mrd(path: str | Path, *, slice: int | None = 0, average: str | int = "m
         raise RawDataError(f"{path}: EPI readouts are not supported")
     if trajectory != "cartesian":
         raise RawDataError(f"{path}: non-Cartesian trajectories are not supported (trajectory={trajectory})")
-    nx = int(_xml_num(enc, "encodedSpace/matrixSize/x", 0))
-    ny = int(_xml_num(enc, "encodedSpace/matrixSize/y", 0))
     nz = int(_xml_num(enc, "encodedSpace/matrixSize/z", 1))
     if nz > 1 or (_xml_num(enc, "encodingLimits/kspace_encoding_step_2/maximum", 0) or 0) > 0:
         raise RawDataError(f"{path}: 3-D acquisitions are not supported (encoded z = {nz})")
-    center_line = _xml_num(enc, "encodingLimits/kspace_encoding_step_1/center")
-    n_slices = int(_xml_num(enc, "encodingLimits/slice/maximum", 0) or 0) + 1
+    return root, enc
 
-    skip = [getattr(ismrmrd, "ACQ_IS_" + name) for name in (
-        "NOISE_MEASUREMENT", "PARALLEL_CALIBRATION", "NAVIGATION_DATA", "PHASECORR_DATA", "HPFEEDBACK_DATA",
-        "DUMMYSCAN_DATA", "RTFEEDBACK_DATA", "SURFACECOILCORRECTIONSCAN_DATA")]
-    noise = [a for a in acqs if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
-    image = [a for a in acqs if not any(a.is_flag_set(f) for f in skip) and a.encoding_space_ref == 0]
-    if not image:
+
+class _MrdScan(NamedTuple):
+    """What an MRD file's headers say (no samples read)."""
+
+    root: ET.Element              # XML header
+    enc: ET.Element               # its first <encoding>
+    heads: np.ndarray             # [n] acquisition headers (structured, ismrmrd's field names)
+    counts: dict[str, int]        # slices, averages, repetitions, contrasts
+    image: np.ndarray             # [n] bool, image readouts of encoding space 0
+
+
+def _mrd_scan(path: str | Path, dataset: str = "dataset") -> _MrdScan:
+    """The headers of an MRD file and its loop counts; unsupported acquisitions refused."""
+    if not is_mrd(path):
+        raise RawDataError(f"{path}: not an ISMRMRD/MRD file (no /dataset/data and /dataset/xml)")
+    xml, heads = _mrd_headers(path, dataset)
+    root, enc = _mrd_encoding(xml, path)
+    image = ~np.any([_mrd_flag(heads, name) for name in _MRD_SKIPPED], axis=0) & (heads["encoding_space_ref"] == 0)
+    if not image.any():
         raise RawDataError(f"{path}: no image scans (only noise/calibration/navigator acquisitions)")
-    if any(a.is_flag_set(ismrmrd.ACQ_IS_REVERSE) for a in image):
+    if _mrd_flag(heads[image], "REVERSE").any():
         raise RawDataError(f"{path}: EPI readouts are not supported (reversed readouts)")
-    n_img, n_ave, n_rep, n_con = (max(getattr(a.idx, c) for a in image) + 1
-                                  for c in ("slice", "average", "repetition", "contrast"))
-    n_slices = max(n_slices, n_img)
+    counts = _counts({name: heads["idx"][field][image] for name, field in _MRD_COUNTERS})
+    counts["slices"] = max(counts["slices"], int(_xml_num(enc, "encodingLimits/slice/maximum", 0) or 0) + 1)
+    return _MrdScan(root, enc, heads, counts, image)
+
+
+def _mrd_rows(heads: np.ndarray, image: np.ndarray, slc: int, repetition: int, contrast: int) -> np.ndarray:
+    """Indices of the image readouts of one slice, repetition and contrast (phase 0, set 0)."""
+    idx = heads["idx"]
+    keep = image & (idx["slice"] == slc) & (idx["repetition"] == repetition) & (idx["contrast"] == contrast)
+    return np.flatnonzero(keep & (idx["phase"] == 0) & (idx["set"] == 0))
+
+
+def read_mrd(path: str | Path, *, slice: int | None = 0, average: str | int = "mean", repetition: int = 0,
+             contrast: int = 0, remove_oversampling: bool = True, prewhiten: bool = True,
+             dataset: str = "dataset") -> RawKSpace:
+    """Read one 2-D Cartesian slice of an ISMRMRD/MRD ``.h5`` file (encoding space 0, phase 0, set 0)."""
+    import ismrmrd
+
+    root, enc, heads, counts, image = _mrd_scan(path, dataset)
+    n_slices, n_ave, n_rep, n_con = (counts[name] for name, _ in _MRD_COUNTERS)
     slc = _select_slice(slice, n_slices)
     _check_index("repetition", repetition, n_rep)
     _check_index("contrast", contrast, n_con)
-    chosen = [a for a in image if a.idx.slice == slc and a.idx.repetition == repetition
-              and a.idx.contrast == contrast and a.idx.phase == 0 and a.idx.set == 0]
+    with ismrmrd.Dataset(str(path), dataset_name=dataset, mode="r") as dset:   # only the readouts used
+        chosen = [dset.read_acquisition(int(i)) for i in _mrd_rows(heads, image, slc, repetition, contrast)]
+        noise = [dset.read_acquisition(int(i)) for i in np.flatnonzero(_mrd_flag(heads, "NOISE_MEASUREMENT"))]
+    nx = int(_xml_num(enc, "encodedSpace/matrixSize/x", 0))
+    ny = int(_xml_num(enc, "encodedSpace/matrixSize/y", 0))
+    nz = int(_xml_num(enc, "encodedSpace/matrixSize/z", 1))
+    center_line = _xml_num(enc, "encodingLimits/kspace_encoding_step_1/center")
     if nx <= 0 or ny <= 0:
         nx = max((a.number_of_samples for a in chosen), default=0)
         ny = max((a.idx.kspace_encode_step_1 for a in chosen), default=-1) + 1

@@ -101,6 +101,8 @@ def cfl_to_kspace(ksp: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- fastMRI .h5
 
 TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")   # fastMRI's stored reconstructions (the targets)
+RAW_SUFFIXES = (".dat", ".mrd")                               # raw scanner files (MRD also as .h5, by content)
+VOLUME_SUFFIXES = (".h5", ".hdf5") + RAW_SUFFIXES             # inputs with slices (--slice, folders, globs)
 
 
 def _h5_recon_size(f) -> tuple[int, int] | None:
@@ -180,11 +182,12 @@ def parse_slices(text: str | None) -> int | slice | None:
         raise UserError(f"--slice must be an integer, 'all' or a range a:b, got {text!r}") from None
 
 
-def h5_slice_count(path: str | Path) -> int:
-    """Number of slices (``kspace.shape[0]``) of a fastMRI file, without reading the k-space (or of an MRD file)."""
+def slice_count(path: str | Path) -> int:
+    """Number of slices of a volume input (fastMRI ``.h5``, raw ``.dat`` / ``.mrd`` / MRD ``.h5``) from its headers."""
     import h5py
-    if _is_mrd(Path(path)):
-        return raw_slice_count(Path(path))
+    path = Path(path)
+    if path.suffix.lower() in RAW_SUFFIXES or _is_mrd(path):
+        return raw_slice_count(path)
     try:
         with h5py.File(path, "r") as f:
             if "kspace" not in f or f["kspace"].ndim not in (3, 4):
@@ -209,17 +212,18 @@ def slice_indices(spec: int | slice | None, n: int, path: Path) -> list[int]:
 
 
 def list_inputs(data: str) -> list[Path] | None:
-    """``--data`` naming a folder or a glob: its ``.h5`` files (sorted); None for a single file or sample name."""
+    """``--data`` naming a folder or a glob: its volume files (``.h5``, ``.dat``, ``.mrd``; sorted); None for a
+    single file or sample name."""
     import glob
     path = Path(data)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".h5", ".hdf5") and p.is_file())
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in VOLUME_SUFFIXES and p.is_file())
     elif any(c in data for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(data) if Path(p).suffix.lower() in (".h5", ".hdf5"))
+        files = sorted(Path(p) for p in glob.glob(data) if Path(p).suffix.lower() in VOLUME_SUFFIXES)
     else:
         return None
     if not files:
-        raise UserError(f"--data {data}: no .h5 files found")
+        raise UserError(f"--data {data}: no {', '.join(VOLUME_SUFFIXES)} files found")
     return files
 
 
@@ -305,7 +309,7 @@ def read_problem(path: Path, kind: InputKind, task: str | None, slice_index: int
     raw file (``--average``; default the mean of all).
     """
     suffix = path.suffix.lower()
-    if slice_index is not None and suffix not in (".h5", ".hdf5") + RAW_SUFFIXES:
+    if slice_index is not None and suffix not in VOLUME_SUFFIXES:
         raise UserError(f"--slice applies to .h5 and raw (.dat, .mrd) inputs only, not {path.name}")
     if suffix not in _READERS:
         raise UserError(f"unsupported input {path}: expected {', '.join(sorted(_READERS))}")
@@ -365,8 +369,6 @@ def _read_cfl_problem(path: Path, kind: InputKind, task: str | None, slice_index
 
 # --------------------------------------------------------------------------- raw scanner data (twix, MRD)
 
-RAW_SUFFIXES = (".dat", ".mrd")
-
 
 def _is_mrd(path: Path) -> bool:
     """An ISMRMRD/MRD ``.h5`` (told apart from a fastMRI ``.h5`` by content)."""
@@ -418,10 +420,9 @@ def read_raw_problem(path: Path, kind: InputKind, task: str | None, slice_index:
     ``coils`` compresses the k-space to that many virtual coils (SVD) before anything else.
     """
     from score_mri.io.raw import RawDataError, read_raw
+    if slice_index is None or slice_index < 0:       # default: the middle slice, as for fastMRI files
+        slice_index = slice_indices(slice_index, raw_slice_count(path), path)[0]
     try:
-        if slice_index is None or slice_index < 0:       # default: the middle slice, as for fastMRI files
-            n = raw_slice_count(path)
-            slice_index = n // 2 if slice_index is None else slice_index + n
         raw = read_raw(path, slice=slice_index, average="mean" if average is None else int(average))
     except RawDataError as e:
         raise UserError(str(e).splitlines()[0]) from None
@@ -438,12 +439,14 @@ def read_raw_problem(path: Path, kind: InputKind, task: str | None, slice_index:
 
 
 def raw_slice_count(path: Path) -> int:
-    """Number of slices of a raw file (from its header)."""
-    from score_mri.io.raw import RawDataError, read_raw
+    """Number of slices of a raw file, from its headers (no k-space gridded)."""
+    from score_mri.io.raw import RawDataError, count_slices
     try:
-        return int(read_raw(path, slice=0).header.get("num_slices", 1))
+        return count_slices(path)
     except RawDataError as e:
         raise UserError(str(e).splitlines()[0]) from None
+    except OSError as e:
+        raise UserError(f"cannot read raw file {path}: {e}".splitlines()[0]) from None
 
 
 def _mask_from_zeros(ksp: np.ndarray, path: Path) -> np.ndarray | None:
