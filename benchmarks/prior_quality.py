@@ -96,10 +96,11 @@ class Image:
 
 @dataclass(frozen=True)
 class Prior:
-    """One checkpoint to compare: its name, config file and weights/snapshot path."""
+    """One checkpoint to compare: its name, config file, weights/snapshot path and inference precision."""
     name: str
     config: Path
     path: Path
+    precision: str = "fp32"
 
 
 # ----------------------------------------------------------------------------- data
@@ -148,18 +149,19 @@ def load_images(root: Path, sources: list[str], per_source: int | None, size: in
 
 # ----------------------------------------------------------------------------- priors
 def parse_prior(text: str) -> Prior:
-    """``NAME=CONFIG:PATH`` -> Prior (relative paths against the repository)."""
+    """``NAME=CONFIG:PATH[@PRECISION]`` -> Prior (relative paths against the repository; precision fp32 or bf16)."""
     name, sep, rest = text.partition("=")
     config, sep2, path = rest.partition(":")
-    if not sep or not sep2 or not name or not config or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=CONFIG:PATH, got {text!r}")
+    path, _, precision = path.partition("@")
+    if not sep or not sep2 or not name or not config or not path or precision not in ("", "fp32", "bf16"):
+        raise argparse.ArgumentTypeError(f"expected NAME=CONFIG:PATH[@fp32|@bf16], got {text!r}")
 
     def resolve(p: str) -> Path:
         """An existing or absolute path as given, else relative to the repository."""
         q = Path(p)
         return q if q.is_absolute() or q.exists() else REPO / q
 
-    return Prior(name, resolve(config), resolve(path))
+    return Prior(name, resolve(config), resolve(path), precision or "fp32")
 
 
 def _sha256(path: Path) -> str:
@@ -187,8 +189,9 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
             raise
         out = ckpt_mod.load_model_weights(prior.path, model, device=device)  # bare state dict: stored weights
         used_ema = False
-    model = perf.prepare_model_for_inference(model, device)
-    record = {"config": _display(prior.config), "path": _display(prior.path), "step": int(out.get("step", 0)),
+    model = perf.prepare_model_for_inference(model, device, precision=prior.precision)
+    record = {"config": _display(prior.config), "path": _display(prior.path), "precision": prior.precision,
+              "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
                                                                                       time.gmtime(stat.st_mtime)),
@@ -374,11 +377,12 @@ def markdown(result: dict[str, Any]) -> str:
              f"Masks: {st['mask']} (seeded per image, the same for every method); score priors at their config's "
              "sampling defaults"
              f"{' with N = ' + str(st['N']) if st['N'] else ''}.", "",
-             "## Checkpoints", "", "| name | config | file | step | EMA | snapshot | MB | sha256 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "## Checkpoints", "", "| name | config | file | precision | step | EMA | snapshot | MB | sha256 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, c in result["checkpoints"].items():
         f = c["file"]
-        lines.append(f"| {name} | {f['config']} | {f['path']} | {f['step']} | {f['ema_weights']} | "
+        lines.append(f"| {name} | {f['config']} | {f['path']} | {f.get('precision', 'fp32')} | {f['step']} | "
+                     f"{f['ema_weights']} | "
                      f"{f['training_snapshot']} | {f['size_MB']} | {f['sha256_16']} |")
     lines += ["", "## Held-out denoising score-matching loss", "",
               "Mean over pixels and images of (sigma s(x + sigma z) + z)^2, sigma relative to [0, 1] images, "
@@ -442,8 +446,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=parse_prior, action="append", default=None, metavar="NAME=CONFIG:PATH",
-                   help="a checkpoint to compare (repeat; default: the shipped prior)")
+    p.add_argument("--ckpt", type=parse_prior, action="append", default=None, metavar="NAME=CONFIG:PATH[@bf16]",
+                   help="a checkpoint to compare (repeat; default: the shipped prior); @bf16 runs its network "
+                        "calls in bf16 (default fp32)")
     p.add_argument("--quick", action="store_true",
                    help="one image per source and one complex / 8-coil image (a smoke run)")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))

@@ -35,6 +35,29 @@ default_initializer = layers.default_init
 _SQRT2 = math.sqrt(2.0)
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether an autocast region is active for ``device_type`` (torch >= 2.4 and older spellings)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _float32(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    """``module(*args)`` in float32, also inside a bf16 autocast region.
+
+    The network's ends (noise embedding, input convolution, output head) stay in full precision when it
+    runs in bf16 (``--precision bf16``): rounding the image as it enters or the score as it leaves costs
+    ~1.5-2 dB PSNR, the bf16 body alone none (benchmarks/results/speed_round2.md). They are <1 % of the
+    arithmetic.
+    """
+    device_type = args[0].device.type
+    if not _autocast_on(device_type):
+        return module(*args)
+    with torch.autocast(device_type, enabled=False):
+        return module(*(a.float() if a.is_floating_point() else a for a in args))
+
+
 @utils.register_model(name="ncsnpp")
 class NCSNpp(nn.Module):
     """NCSN++ U-Net s_theta(x, sigma) for the VE-SDE (continuous, Gaussian Fourier sigma embedding)."""
@@ -234,7 +257,7 @@ class NCSNpp(nn.Module):
         # --- noise-level embedding -------------------------------------------------------------
         if self.embedding_type == "fourier":
             used_sigmas = time_cond
-            temb = modules[m_idx](torch.log(used_sigmas))  # [B, 2*nf]
+            temb = _float32(modules[m_idx], torch.log(used_sigmas))  # [B, 2*nf]
             m_idx += 1
         else:
             timesteps = time_cond
@@ -242,9 +265,9 @@ class NCSNpp(nn.Module):
             temb = layers.get_timestep_embedding(timesteps, self.nf)
 
         if self.conditional:
-            temb = modules[m_idx](temb)
+            temb = _float32(modules[m_idx], temb)
             m_idx += 1
-            temb = modules[m_idx](self.act(temb))  # [B, 4*nf]
+            temb = _float32(modules[m_idx], self.act(temb))  # [B, 4*nf]
             m_idx += 1
         else:
             temb = None
@@ -258,7 +281,7 @@ class NCSNpp(nn.Module):
         if self.progressive_input != "none":
             input_pyramid = x
 
-        hs = [modules[m_idx](x)]
+        hs = [_float32(modules[m_idx], x)]
         m_idx += 1
         for i_level in range(self.num_resolutions):
             for i_block in range(self.num_res_blocks):
@@ -313,15 +336,15 @@ class NCSNpp(nn.Module):
 
             if self.progressive != "none":
                 if i_level == self.num_resolutions - 1:
-                    pyramid = self.act(modules[m_idx](h))
+                    pyramid = self.act(_float32(modules[m_idx], h))
                     m_idx += 1
-                    pyramid = modules[m_idx](pyramid)
+                    pyramid = _float32(modules[m_idx], pyramid)
                     m_idx += 1
                 elif self.progressive == "output_skip":
                     pyramid = self.pyramid_upsample(pyramid)
-                    pyramid_h = self.act(modules[m_idx](h))
+                    pyramid_h = self.act(_float32(modules[m_idx], h))
                     m_idx += 1
-                    pyramid_h = modules[m_idx](pyramid_h)
+                    pyramid_h = _float32(modules[m_idx], pyramid_h)
                     m_idx += 1
                     pyramid = pyramid + pyramid_h
                 else:  # residual
@@ -346,9 +369,9 @@ class NCSNpp(nn.Module):
         if self.progressive == "output_skip":
             h = pyramid
         else:
-            h = self.act(modules[m_idx](h))
+            h = self.act(_float32(modules[m_idx], h))
             m_idx += 1
-            h = modules[m_idx](h)
+            h = _float32(modules[m_idx], h)
             m_idx += 1
 
         assert m_idx == len(modules)

@@ -37,6 +37,11 @@ def tiny_model(precision: str | None):
     return perf.prepare_model_for_inference(model, "cpu", precision=precision), config
 
 
+def body_conv(model) -> torch.nn.Module:
+    """The first convolution of the first residual block (the U-Net's body, not its ends)."""
+    return next(m.Conv_0 for m in model.all_modules if hasattr(m, "Conv_0"))
+
+
 def score_of(model, config, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The sampler's score function s(x, t) of ``model`` (the path every sampler calls the network through)."""
     sde = VESDE(sigma_min=config.model.sigma_min, sigma_max=config.model.sigma_max, N=config.model.num_scales)
@@ -61,10 +66,23 @@ def test_bf16_score_matches_fp32_within_bf16_rounding():
 def test_precision_mark_decides_the_dtype_inside_the_network(precision, expected):
     model, config = tiny_model(precision)
     seen = []
-    model.all_modules[-1].register_forward_hook(lambda m, inp, out: seen.append(out.dtype))  # the last conv
+    body_conv(model).register_forward_hook(lambda m, inp, out: seen.append(out.dtype))
     score_of(model, config, torch.rand(1, 1, 32, 32), torch.tensor([0.5]))
     assert seen == [expected]
     assert perf.model_precision(model) == precision
+
+
+def test_bf16_keeps_the_network_ends_in_float32():
+    """Noise embedding, input convolution and output head run in float32 inside the bf16 network."""
+    model, config = tiny_model("bf16")
+    ends = [0, 1, 2, 3, len(model.all_modules) - 2, len(model.all_modules) - 1]
+    seen = {}
+    for i in ends:
+        model.all_modules[i].register_forward_hook(lambda m, inp, out, i=i: seen.__setitem__(i, out.dtype))
+    body_conv(model).register_forward_hook(lambda m, inp, out: seen.__setitem__("body", out.dtype))
+    score_of(model, config, torch.rand(1, 1, 32, 32), torch.tensor([0.5]))
+    assert {i: seen[i] for i in ends} == {i: torch.float32 for i in ends}
+    assert seen["body"] == torch.bfloat16
 
 
 def test_training_calls_are_not_autocast():
