@@ -5,8 +5,8 @@ convention, extra flags, how to build its operator; ``scripts.py``); flags live 
 per-slice pipeline in ``job.py``, input reading in ``io/readers.py``, the reconstruction in ``recon.py`` and
 result writing in ``io/outputs.py``. Bad input raises :class:`UserError`, which :func:`main` reports as one line
 on stderr with exit status 2, before any result file is written. One slice runs through
-:func:`reconstruct_problem`; ``--slice all`` / ``a:b`` and folders of ``.h5`` files run the same function in a
-loop (``batch.py``: volumes, resume, torchrun).
+:func:`reconstruct_problem`; ``--slice all`` / ``a:b`` and folders of volumes (fastMRI ``.h5``, twix ``.dat``,
+MRD ``.mrd``) run the same function in a loop (``batch.py``: volumes, resume, torchrun).
 """
 from __future__ import annotations
 
