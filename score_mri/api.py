@@ -81,17 +81,18 @@ def simulate_mask(shape: tuple[int, ...], mask_type: str = "gaussian1d", acc_fac
 def _cached_prior(config: str, ckpt: str, device: str) -> tuple[Any, torch.nn.Module]:
     """(config, model) of a config file and checkpoint, loaded once per process."""
     cfg = load_config(config)
-    return cfg, recon.load_model(cfg, ckpt, device)
+    return cfg, recon.load_model(cfg, ckpt, device, "auto")
 
 
 def load_prior(config: Any = None, ckpt: str | Path | None = None, device: str | None = None
                ) -> tuple[Any, torch.nn.Module]:
-    """(config, model): a config file (default: the embedded prior's) or config object, and its checkpoint."""
+    """(config, model): a config file (default: the embedded prior's) or config object, and its checkpoint;
+    the network body runs in bf16 where the hardware has it (``perf.resolve_precision('auto')``)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = str(ckpt or DEFAULT_CKPT)
     if config is None or isinstance(config, (str, Path)):
         return _cached_prior(str(config or DEFAULT_CONFIG), ckpt, device)
-    return config, recon.load_model(config, ckpt, device)
+    return config, recon.load_model(config, ckpt, device, "auto")
 
 
 def _mask_of(kspace: torch.Tensor, mask: Array | None) -> torch.Tensor:

@@ -128,6 +128,23 @@ def test_precision_flag_reaches_the_model_and_the_metrics(tmp_path):
     assert abs(records["fp32"]["recon"]["psnr"] - records["bf16"]["recon"]["psnr"]) < 3.0
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_default_precision_follows_the_hardware_and_faithful_stays_float32(tmp_path, monkeypatch, has_bf16):
+    from score_mri.cli import common as ic
+    from score_mri.cli.scripts import REAL
+
+    monkeypatch.setattr(perf, "cpu_has_bf16", lambda: has_bf16)
+    cfg, ckpt = write_tiny_model(tmp_path, sampling={"N": 2, "predictor": "dds", "corrector": "none"})
+    np.save(tmp_path / "img.npy", np.random.default_rng(0).random((32, 32)).astype(np.float32))
+    common = ["--data", str(tmp_path / "img.npy"), "--task", "retrospective", "--config", str(cfg), "--ckpt",
+              str(ckpt), "--quiet", "--threads", "1"]
+    default = ic.run(REAL, common + ["--save_dir", str(tmp_path / "default")])
+    assert default["precision"] == ("bf16" if has_bf16 else "fp32")
+    faithful = ic.run(REAL, common + ["--save_dir", str(tmp_path / "faithful"), "--faithful", "--predictor",
+                                      "reverse_diffusion", "--corrector", "none"])
+    assert faithful["precision"] == "fp32"
+
+
 def test_load_model_marks_precision_and_refuses_unknown():
     from score_mri.config import load_config
     from score_mri.errors import UserError

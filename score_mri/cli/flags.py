@@ -103,10 +103,11 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: $OMP_NUM_THREADS, else the idle cores shared among "
                         "the processes of a torchrun job)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="precision of the network calls (the sampler stays float32): fp32 (default), bf16 autocast "
-                        "(~1.5 dB lower PSNR on sample 001: benchmarks/results/speed_round2.md), or auto (bf16 on "
-                        "CPUs with AVX512-BF16/AMX and on CUDA devices with bf16, else fp32)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
+                   help="precision of the network body (its input and output layers, the sampler and data "
+                        "consistency stay float32): auto (default: bf16 on CPUs with AVX512-BF16/AMX and on CUDA "
+                        "devices with bf16, else fp32; fp32 with --faithful), bf16 or fp32 "
+                        "(benchmarks/results/bf16_quality.md: equal PSNR on average, ~1.3x faster)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="python config file with get_config()")
     p.add_argument("--ckpt", default=str(DEFAULT_CKPT), help="checkpoint (.pth) matching the config")
     p.add_argument("--seed", type=int, default=None, help="seed of the mask and the sampler (default: config.seed)")

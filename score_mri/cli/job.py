@@ -220,7 +220,10 @@ def root_of(job: Job, task: str) -> tuple[str, Path]:
 def load_model(job: Job):
     """The score model of the job's config and checkpoint on its device (loaded once per command)."""
     from score_mri import recon
-    return recon.load_model(job.config, job.args.ckpt, job.opts.device, getattr(job.args, "precision", "fp32"))
+    precision = getattr(job.args, "precision", "auto")
+    if precision == "auto" and job.settings.faithful:  # the original's numerics: float32 throughout
+        precision = "fp32"
+    return recon.load_model(job.config, job.args.ckpt, job.opts.device, precision)
 
 
 def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> dict:
