@@ -1,8 +1,8 @@
 """PNG images and the summary figure of a run, drawn with Pillow alone.
 
 The command-line scripts write a handful of PNGs and one side-by-side figure per slice. Drawing them with
-Pillow instead of matplotlib takes ~10 ms instead of ~0.6 s (the matplotlib import alone is ~0.4 s), a
-noticeable part of a ~8 s reconstruction.
+Pillow keeps matplotlib out of a run: its import alone took ~0.4 s of a ~8 s reconstruction, and writing all
+the result files of the main job now takes ~0.2 s.
 """
 from __future__ import annotations
 
