@@ -96,11 +96,13 @@ class Image:
 
 @dataclass(frozen=True)
 class Prior:
-    """One checkpoint to compare: its name, config file, weights/snapshot path and inference precision."""
+    """One checkpoint to compare: its name, config file, weights/snapshot path, inference precision and the
+    complex mode of its complex / coil runs (None: the config's)."""
     name: str
     config: Path
     path: Path
     precision: str = "fp32"
+    complex_mode: str | None = None
 
 
 # ----------------------------------------------------------------------------- data
@@ -149,19 +151,23 @@ def load_images(root: Path, sources: list[str], per_source: int | None, size: in
 
 # ----------------------------------------------------------------------------- priors
 def parse_prior(text: str) -> Prior:
-    """``NAME=CONFIG:PATH[@PRECISION]`` -> Prior (relative paths against the repository; precision fp32 or bf16)."""
+    """``NAME=CONFIG:PATH[@PRECISION][#MODE]`` -> Prior (relative paths against the repository; precision fp32 or
+    bf16; MODE a complex mode for the complex and coil cases)."""
     name, sep, rest = text.partition("=")
     config, sep2, path = rest.partition(":")
+    path, _, mode = path.partition("#")
     path, _, precision = path.partition("@")
-    if not sep or not sep2 or not name or not config or not path or precision not in ("", "fp32", "bf16"):
-        raise argparse.ArgumentTypeError(f"expected NAME=CONFIG:PATH[@fp32|@bf16], got {text!r}")
+    modes = ("ri", "phase", "phase_ri")
+    if (not sep or not sep2 or not name or not config or not path or precision not in ("", "fp32", "bf16")
+            or (mode and mode not in modes)):
+        raise argparse.ArgumentTypeError(f"expected NAME=CONFIG:PATH[@fp32|@bf16][#{'|#'.join(modes)}], got {text!r}")
 
     def resolve(p: str) -> Path:
         """An existing or absolute path as given, else relative to the repository."""
         q = Path(p)
         return q if q.is_absolute() or q.exists() else REPO / q
 
-    return Prior(name, resolve(config), resolve(path), precision or "fp32")
+    return Prior(name, resolve(config), resolve(path), precision or "fp32", mode or None)
 
 
 def _sha256(path: Path) -> str:
@@ -191,6 +197,7 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
         used_ema = False
     model = perf.prepare_model_for_inference(model, device, precision=prior.precision)
     record = {"config": _display(prior.config), "path": _display(prior.path), "precision": prior.precision,
+              "complex_mode": prior.complex_mode or str(config.sampling.get("complex_mode", "ri")),
               "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
@@ -303,8 +310,9 @@ def sampler_settings(config, N: int | None, device: str, coils: bool):
     return settings
 
 
-def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str) -> dict[str, Any]:
-    """One score-prior reconstruction of ``case`` through ``recon.reconstruct``."""
+def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
+              complex_mode: str | None = None) -> dict[str, Any]:
+    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode``: override)."""
     recon, operators, sens_maps, utils = (project_module(k) for k in ("recon", "operators", "sens_maps", "utils"))
     mask = case.mask.to(device)
     xt = torch.from_numpy(np.asarray(case.x, np.complex64))
@@ -324,6 +332,8 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
         op = operators.SingleCoilCartesian(mask)
         y = op.A(xt)
         sampler = "real" if case.kind == "real" else "complex"
+    if complex_mode is not None:
+        settings = settings.replace(complex_mode=complex_mode)
     rec = recon.reconstruct(model, sampler, op, y, settings,
                             generator=torch.Generator(device=device).manual_seed(case.seed),
                             inverse_scaler=utils.get_data_inverse_scaler(config))
@@ -377,11 +387,13 @@ def markdown(result: dict[str, Any]) -> str:
              f"Masks: {st['mask']} (seeded per image, the same for every method); score priors at their config's "
              "sampling defaults"
              f"{' with N = ' + str(st['N']) if st['N'] else ''}.", "",
-             "## Checkpoints", "", "| name | config | file | precision | step | EMA | snapshot | MB | sha256 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "## Checkpoints", "",
+             "| name | config | file | precision | complex mode | step | EMA | snapshot | MB | sha256 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in result["checkpoints"].items():
         f = c["file"]
-        lines.append(f"| {name} | {f['config']} | {f['path']} | {f.get('precision', 'fp32')} | {f['step']} | "
+        lines.append(f"| {name} | {f['config']} | {f['path']} | {f.get('precision', 'fp32')} | "
+                     f"{f.get('complex_mode', '-')} | {f['step']} | "
                      f"{f['ema_weights']} | "
                      f"{f['training_snapshot']} | {f['size_MB']} | {f['sha256_16']} |")
     lines += ["", "## Held-out denoising score-matching loss", "",
@@ -419,13 +431,14 @@ def markdown(result: dict[str, Any]) -> str:
     for name, c in result["checkpoints"].items():
         lines.append(f"| {name} | {cells(c['recon'], False)} |")
     srcs = list(dict.fromkeys(r["source"] for r in result["rows"] if r["kind"] == "real"))
-    lines += ["", "### Real-valued (Algorithm 2) per source", "",
-              "| method | " + " | ".join(srcs) + " |", "|---|" + "---|" * len(srcs)]
-    by_src = [(m, s) for m, s in result["reference_real_by_source"].items()] + \
-             [(n, c["recon_real_by_source"]) for n, c in result["checkpoints"].items()]
-    for method, summ in by_src:
-        lines.append(f"| {method} | " + " | ".join(
-            f"{_fmt(summ[s]['psnr'])} / {_fmt(summ[s]['ssim'], 3)}" if s in summ else "-" for s in srcs) + " |")
+    if srcs:  # no real-valued cases (--kinds complex coil8): no per-source table
+        lines += ["", "### Real-valued (Algorithm 2) per source", "",
+                  "| method | " + " | ".join(srcs) + " |", "|---|" + "---|" * len(srcs)]
+        by_src = [(m, s) for m, s in result["reference_real_by_source"].items()] + \
+                 [(n, c["recon_real_by_source"]) for n, c in result["checkpoints"].items()]
+        for method, summ in by_src:
+            lines.append(f"| {method} | " + " | ".join(
+                f"{_fmt(summ[s]['psnr'])} / {_fmt(summ[s]['ssim'], 3)}" if s in summ else "-" for s in srcs) + " |")
     lines += ["", "## Per image", "", "| kind | image | method | PSNR | SSIM | s | calls |",
               "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -446,9 +459,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=parse_prior, action="append", default=None, metavar="NAME=CONFIG:PATH[@bf16]",
+    p.add_argument("--ckpt", type=parse_prior, action="append", default=None, metavar="NAME=CONFIG:PATH[@bf16][#MODE]",
                    help="a checkpoint to compare (repeat; default: the shipped prior); @bf16 runs its network "
-                        "calls in bf16 (default fp32)")
+                        "calls in bf16 (default fp32); #phase (or #ri, #phase_ri) overrides the config's complex "
+                        "mode of the complex and coil cases")
     p.add_argument("--quick", action="store_true",
                    help="one image per source and one complex / 8-coil image (a smoke run)")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
@@ -568,7 +582,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tic = time.time()
         for case in cases:
             try:
-                r = prior_row(case, model, config, args.N, args.device)
+                r = prior_row(case, model, config, args.N, args.device, prior.complex_mode)
             except Exception as e:  # one failing run must not lose the others
                 log(f"{case.kind:7s} {case.image.name:10s} {prior.name}: FAILED {type(e).__name__}: {e}")
                 continue

@@ -86,3 +86,20 @@ def test_prior_quality_quick(shared: Path, tmp_path: Path) -> None:
     for s in SIGMAS:  # the snapshot's EMA holds the shipped weights: the same loss, not the random model's
         assert ck["snapshot"]["dsm"][s] == pytest.approx(ck["shipped"]["dsm"][s], rel=1e-4), s
         assert ck["shipped"]["dsm"][s] < ck["random"]["dsm"][s], (s, ck["shipped"]["dsm"][s], ck["random"]["dsm"][s])
+
+
+def test_prior_spec_takes_precision_and_complex_mode() -> None:
+    """NAME=CONFIG:PATH[@PRECISION][#MODE]: both suffixes optional, in that order; an unknown mode is refused."""
+    import argparse
+
+    from benchmarks import prior_quality as pq
+
+    plain = pq.parse_prior(f"a={CONFIG}:{SHIPPED}")
+    assert (plain.name, plain.path, plain.precision, plain.complex_mode) == ("a", SHIPPED, "fp32", None)
+    both = pq.parse_prior(f"b={CONFIG}:{SHIPPED}@bf16#phase")
+    assert (both.path, both.precision, both.complex_mode) == (SHIPPED, "bf16", "phase")
+    mode_only = pq.parse_prior(f"c={CONFIG}:{SHIPPED}#phase_ri")
+    assert (mode_only.path, mode_only.precision, mode_only.complex_mode) == (SHIPPED, "fp32", "phase_ri")
+    for bad in (f"d={CONFIG}:{SHIPPED}#sideways", f"e={CONFIG}:{SHIPPED}@fp16#phase"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            pq.parse_prior(bad)
