@@ -471,3 +471,30 @@ def test_resumed_run_follows_the_ema_rate_of_its_config(tmp_path):
     ckpt = torch.load(tmp_path / "w/checkpoints-meta/checkpoint.pth", weights_only=True)
     assert ckpt["ema"]["decay"] == 0.99
     assert "EMA rate 0.9 of the snapshot -> 0.99 of the config" in (tmp_path / "w/stdout.txt").read_text()
+
+
+def test_resume_logs_how_the_config_changed(tmp_path):
+    """Each start records its config in <workdir>/config.json; a resume logs every setting that changed."""
+    import json
+
+    data = make_slices(tmp_path / "data")
+    run_lib.train(tiny_config(data, **{"training.n_iters": 2, "optim.lr": 2e-4}), tmp_path / "w")
+    first = json.loads((tmp_path / "w/config.json").read_text())
+    assert first["optim.lr"] == 2e-4 and first["training.n_iters"] == 2 and first["data.root"] == str(data)
+    run_lib.train(tiny_config(data, **{"training.n_iters": 3, "optim.lr": 1e-4}), tmp_path / "w")
+    log = (tmp_path / "w/stdout.txt").read_text()
+    changed = [line for line in log.splitlines() if line.startswith("config differs from the previous start")]
+    assert changed == ["config differs from the previous start: optim.lr: 0.0002 -> 0.0001",
+                       "config differs from the previous start: training.n_iters: 2 -> 3"]
+    assert json.loads((tmp_path / "w/config.json").read_text())["optim.lr"] == 1e-4
+
+
+def test_config_changes_lists_added_removed_and_changed_keys():
+    """Key-level difference of two flattened configs, sorted; equal records give none."""
+    from score_mri.training.state import config_changes, flat_config
+
+    old = flat_config({"a": {"x": 1, "y": (1, 2)}, "b": "s"})
+    assert old == {"a.x": 1, "a.y": [1, 2], "b": "s"}
+    assert config_changes(old, dict(old)) == []
+    assert config_changes(old, {"a.x": 2, "a.y": [1, 2], "c": None}) == [
+        "a.x: 1 -> 2", "b: 's' -> (unset)", "c: (unset) -> None"]

@@ -27,7 +27,7 @@ from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from score_mri.errors import UserError  # noqa: F401  (re-exported: main_fastmri reports it in one line)
 from score_mri.process_group import ProcessGroup
 from score_mri.utils import get_data_scaler
-from score_mri.training.state import (TRAIN_DEFAULTS, Log, build, numbered_checkpoints,  # noqa: F401
+from score_mri.training.state import (TRAIN_DEFAULTS, Log, build, numbered_checkpoints, record_config,  # noqa: F401
                                       sample_to_dir, train_option)
 
 # ----------------------------------------------------------------------------------------------
@@ -141,6 +141,8 @@ def _train(config, workdir: Path, ddp: _Dist) -> dict:
         per_step = int(config.training.batch_size) * ddp.world_size
         n_iters = int(config.training.epochs) * math.ceil(train_iter.n_total / per_step)
 
+    if ddp.is_main:
+        record_config(config, workdir, meta_path.exists(), log)
     model, ema, optimizer, sde = build(config, device)
     generator = torch.Generator().manual_seed(int(config.seed) + ddp.rank)  # t and z of the loss
     eval_generator = torch.Generator().manual_seed(int(config.seed) + 10_000 + ddp.rank)

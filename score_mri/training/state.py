@@ -53,6 +53,59 @@ class Log:
             f.write(msg + "\n")
 
 
+CONFIG_RECORD = "config.json"  # the resolved config of a run's latest start, in its workdir
+
+
+def flat_config(config) -> dict[str, object]:
+    """The config as {'group.key': value} with JSON-ready values (tuples as lists, anything else as str)."""
+    def plain(v: object) -> object:
+        if isinstance(v, (list, tuple)):
+            return [plain(u) for u in v]
+        return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+
+    out: dict[str, object] = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if hasattr(value, "items"):
+                walk(value, name + ".")
+            else:
+                out[name] = plain(value)
+
+    walk(config, "")
+    return out
+
+
+def config_changes(old: dict[str, object], new: dict[str, object]) -> list[str]:
+    """'key: old -> new' for every setting added, removed or changed between two :func:`flat_config` records."""
+    missing = object()
+
+    def show(record: dict[str, object], key: str) -> str:
+        return repr(record[key]) if key in record else "(unset)"
+
+    return [f"{k}: {show(old, k)} -> {show(new, k)}"
+            for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)]
+
+
+def record_config(config, workdir: Path, resuming: bool, log) -> None:
+    """Write ``<workdir>/config.json``; on a resume, first log how the config differs from the previous start."""
+    import json
+
+    from score_mri.io.atomic import atomic_write
+    path = workdir / CONFIG_RECORD
+    current = flat_config(config)
+    if resuming and path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        changes = config_changes(previous, current) if isinstance(previous, dict) else []
+        for line in changes:
+            log(f"config differs from the previous start: {line}")
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n"))
+
+
 def build(config, device: torch.device):
     """Model (initialised from ``config.seed`` without touching global RNG), EMA, optimizer, SDE."""
     with torch.random.fork_rng(devices=[]):
