@@ -87,6 +87,21 @@ def test_upsample_fir_equals_transposed_convolution():
         torch.testing.assert_close(out, ref.reshape(2, 3, 16, 16), rtol=tol, atol=tol)
 
 
+def test_fir_upsampling_under_cpu_bf16_autocast_is_float32_arithmetic():
+    """Under CPU bf16 autocast the FIR upsampling runs in float32: a float32 input gives the float32 result
+    exactly, a bf16 input gets that result rounded once to bf16 (the dtype is kept in both cases)."""
+    g = torch.Generator().manual_seed(3)
+    x32 = torch.randn(1, 4, 6, 6, generator=g)
+    ref32 = uds.upsample_2d(x32, K1331.tolist(), factor=2)                       # plain float32
+    xbf = x32.to(torch.bfloat16)
+    refbf = uds.upsample_2d(xbf.float(), K1331.tolist(), factor=2).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out32 = uds.upsample_2d(x32, K1331.tolist(), factor=2)
+        outbf = uds.upsample_2d(xbf, K1331.tolist(), factor=2)
+    assert out32.dtype == torch.float32 and outbf.dtype == torch.bfloat16
+    assert torch.equal(out32, ref32) and torch.equal(outbf, refbf)
+
+
 def test_downsample_fir_equals_strided_convolution():
     """downsample_2d with [1,3,3,1] == conv2d(pad(x, 1), k/sum, stride 2); constants are preserved."""
     g = torch.Generator().manual_seed(2)
