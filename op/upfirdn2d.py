@@ -116,11 +116,13 @@ def _transposed_depthwise(x: torch.Tensor, weight: torch.Tensor, stride: tuple[i
                           padding: tuple[int, int], output_padding: tuple[int, int]) -> torch.Tensor:
     """Depthwise ``conv_transpose2d``; on the CPU always in float32, even under bf16 autocast.
 
-    oneDNN's bf16 depthwise transposed convolution is 10-50x slower than its float32 one on this CPU (64
-    channels, 80x80 -> 160x160: 17 ms against 0.24 ms), which made the FIR upsampling ~18 % of a bf16 NCSN++
-    forward; a fixed FIR filter gains nothing from bf16. A bf16 input comes back in bf16.
+    oneDNN's bf16 depthwise transposed convolution is 11-21x slower than its float32 one on a 2-core AVX512-BF16
+    CPU (64 channels, 80x80 -> 160x160: 6.3 ms against 0.3 ms; ``benchmarks/fir_upsample_speed.py``), which made
+    the FIR upsampling ~17 % of a bf16 NCSN++ forward; a fixed FIR filter gains nothing from bf16. A bf16 input
+    comes back in bf16 (rounded once, as the bf16 call rounds its float32 accumulator).
     """
-    if x.device.type != "cpu" or not (x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled("cpu")):
+    low_precision = x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled("cpu")
+    if x.device.type != "cpu" or not low_precision:
         return F.conv_transpose2d(x, weight, stride=stride, padding=padding, output_padding=output_padding,
                                   groups=x.shape[1])
     with torch.autocast("cpu", enabled=False):
