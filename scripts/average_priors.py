@@ -73,8 +73,12 @@ def main(argv: list[str] | None = None) -> Path:
         if not path.is_file():
             p.error(f"{path} not found")
     config = load_config(args.config)
-    model = load_weights(config, args.a)
-    model.load_state_dict(average_state(model.state_dict(), load_weights(config, args.b).state_dict(), args.weight))
+    try:
+        model = load_weights(config, args.a)
+        model.load_state_dict(average_state(model.state_dict(), load_weights(config, args.b).state_dict(),
+                                            args.weight))
+    except (CheckpointError, ValueError) as e:  # another architecture, a damaged file: one line, exit 2
+        p.exit(2, f"average_priors.py: error: {str(e).splitlines()[0]}\n")
     ema = ExponentialMovingAverage(model.parameters(), decay=float(config.model.ema_rate))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(args.out, {"model": model, "ema": ema, "step": 0})

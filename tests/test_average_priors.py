@@ -56,3 +56,15 @@ def test_average_priors_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     for key, value in soup.state_dict().items():
         expected = 0.75 * a[key] + 0.25 * b[key] if value.is_floating_point() else a[key]
         torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_average_priors_refuses_another_architecture_in_one_line(tmp_path: Path, capsys) -> None:
+    """A prior of another network: exit status 2 and a one-line message, no traceback."""
+    mod = _script()
+    bogus = tmp_path / "bogus.pth"
+    torch.save({"model": {"not_a_key": torch.zeros(1)}, "step": 0}, bogus)
+    with pytest.raises(SystemExit) as exc:
+        mod.main([str(bogus), str(bogus), "--out", str(tmp_path / "o.pth")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("average_priors.py: error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.pth").exists()
