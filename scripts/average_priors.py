@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models import utils as mutils  # noqa: E402
-from models.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint  # noqa: E402
+from models.checkpoint import CheckpointError, load_model_weights, save_checkpoint  # noqa: E402
 from models.ema import ExponentialMovingAverage  # noqa: E402
 from score_mri.cli.flags import load_config  # noqa: E402
 
@@ -29,13 +29,7 @@ from score_mri.cli.flags import load_config  # noqa: E402
 def load_weights(config, path: Path) -> torch.nn.Module:
     """The model of ``config`` with the EMA weights of ``path`` (the stored weights when it has no EMA)."""
     model = mutils.create_model(config)
-    ema = ExponentialMovingAverage(model.parameters(), decay=float(config.model.ema_rate))
-    try:
-        load_checkpoint(path, model, ema=ema, device="cpu", copy_ema_to_model=True)
-    except CheckpointError as e:
-        if "no EMA state" not in str(e):
-            raise
-        load_model_weights(path, model, device="cpu")
+    load_model_weights(path, model, device="cpu")
     return model
 
 
