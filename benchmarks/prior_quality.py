@@ -198,6 +198,7 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
     model = perf.prepare_model_for_inference(model, device, precision=prior.precision)
     record = {"config": _display(prior.config), "path": _display(prior.path), "precision": prior.precision,
               "complex_mode": prior.complex_mode or str(config.sampling.get("complex_mode", "ri")),
+              "residual_smoothing": float(config.sampling.get("residual_smoothing", 0.0)),
               "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
@@ -311,8 +312,9 @@ def sampler_settings(config, N: int | None, device: str, coils: bool):
 
 
 def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
-              complex_mode: str | None = None) -> dict[str, Any]:
-    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode``: override)."""
+              complex_mode: str | None = None, residual_smoothing: float | None = None) -> dict[str, Any]:
+    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode`` and
+    ``residual_smoothing``: overrides of the config's sampling defaults)."""
     recon, operators, sens_maps, utils = (project_module(k) for k in ("recon", "operators", "sens_maps", "utils"))
     mask = case.mask.to(device)
     xt = torch.from_numpy(np.asarray(case.x, np.complex64))
@@ -334,12 +336,15 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
         sampler = "real" if case.kind == "real" else "complex"
     if complex_mode is not None:
         settings = settings.replace(complex_mode=complex_mode)
+    if residual_smoothing is not None:
+        settings = settings.replace(residual_smoothing=residual_smoothing)
     rec = recon.reconstruct(model, sampler, op, y, settings,
                             generator=torch.Generator(device=device).manual_seed(case.seed),
                             inverse_scaler=utils.get_data_inverse_scaler(config))
     return {**_metrics(case.gt, rec.image), "seconds": round(rec.seconds + extra_s, 2),
             "network_calls": rec.network_calls, "N": settings.N, "predictor": str(settings.predictor),
-            "corrector": str(settings.corrector), "complex_mode": settings.complex_mode}
+            "corrector": str(settings.corrector), "complex_mode": settings.complex_mode,
+            "residual_smoothing": settings.residual_smoothing}
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -376,6 +381,13 @@ def _fmt(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _smoothing(record: dict[str, Any], result: dict[str, Any]) -> str:
+    """' (residual smoothing S px)' for phase_ri runs that smooth, else ''."""
+    override = result.get("settings", {}).get("residual_smoothing")
+    s = record.get("residual_smoothing", 0.0) if override is None else override
+    return f" (residual smoothing {s:g} px)" if record.get("complex_mode") == "phase_ri" and s else ""
+
+
 def markdown(result: dict[str, Any]) -> str:
     """Markdown report: DSM loss table, reconstruction table per kind (PSNR / SSIM, difference to BART)."""
     st = result["settings"]
@@ -393,7 +405,7 @@ def markdown(result: dict[str, Any]) -> str:
     for name, c in result["checkpoints"].items():
         f = c["file"]
         lines.append(f"| {name} | {f['config']} | {f['path']} | {f.get('precision', 'fp32')} | "
-                     f"{f.get('complex_mode', '-')} | {f['step']} | "
+                     f"{f.get('complex_mode', '-')}{_smoothing(f, result)} | {f['step']} | "
                      f"{f['ema_weights']} | "
                      f"{f['training_snapshot']} | {f['size_MB']} | {f['sha256_16']} |")
     lines += ["", "## Held-out denoising score-matching loss", "",
@@ -476,6 +488,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "--quick: the first loaded one)")
     p.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
     p.add_argument("--N", type=int, default=None, help="override the configs' sampling.N (default: embedded)")
+    p.add_argument("--residual_smoothing", type=float, default=None, metavar="PIXELS",
+                   help="override every config's sampling.residual_smoothing (phase_ri's final imaginary-residual "
+                        "smoothing; 0 turns it off)")
     p.add_argument("--no_recon", action="store_true", help="denoising loss only")
     p.add_argument("--no_bart", action="store_true", help="skip BART even when it is on PATH")
     p.add_argument("--seed", type=int, default=0, help="noise and mask seed")
@@ -516,7 +531,7 @@ def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], k
         "command": "python benchmarks/prior_quality.py " + " ".join(sys.argv[1:]) if argv_is_cli() else None,
         "settings": {"sigmas": list(args.sigmas), "mask": f"{MASK_TYPE} x{ACC:g} (centre {CENTER_FRACTION}; "
                                                           f"complex / coil cases max({CENTER_FRACTION}, 14 / size))",
-                     "N": args.N, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
+                     "N": args.N, "residual_smoothing": args.residual_smoothing, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
                      "complex_images": complex_names, "n_coils": N_COILS, "bart": bart,
                      "bart_lambda": classical.BART_LAMBDA, "data_root": str(args.data_root)},
         "images": [{"name": im.name, "source": im.source, "shape": list(im.x.shape)} for im in images],
@@ -582,7 +597,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tic = time.time()
         for case in cases:
             try:
-                r = prior_row(case, model, config, args.N, args.device, prior.complex_mode)
+                r = prior_row(case, model, config, args.N, args.device, prior.complex_mode, args.residual_smoothing)
             except Exception as e:  # one failing run must not lose the others
                 log(f"{case.kind:7s} {case.image.name:10s} {prior.name}: FAILED {type(e).__name__}: {e}")
                 continue

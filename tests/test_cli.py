@@ -410,13 +410,21 @@ def test_all_zero_image_is_refused(tmp_path, tiny, capsys):
     assert not _files(tmp_path / "o")
 
 
-@pytest.mark.parametrize("flag", ["--snr", "--t0", "--acc_factor", "--eta"])
+@pytest.mark.parametrize("flag", ["--snr", "--t0", "--acc_factor", "--eta", "--residual_smoothing"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_non_finite_float_flags_are_refused(tmp_path, tiny, capsys, flag, value):
     data, _, _ = make_input(tmp_path, "real", "npy")
     status, _, err = run_inproc("real", tiny, "--data", str(data), f"{flag}={value}", "--save_dir",
                                 str(tmp_path / "o"), capsys=capsys)
     assert status == 2 and "finite" in err and len(err.strip().splitlines()) == 1
+    assert not _files(tmp_path / "o")
+
+
+def test_negative_residual_smoothing_is_refused_in_one_line(tmp_path, tiny, capsys):
+    data, _, _ = make_input(tmp_path, "single-coil", "npy")
+    status, _, err = run_inproc("single-coil", tiny, "--data", str(data), "--residual_smoothing", "-1",
+                                "--save_dir", str(tmp_path / "o"), capsys=capsys)
+    assert status == 2 and "residual_smoothing" in err and len(err.strip().splitlines()) == 1
     assert not _files(tmp_path / "o")
 
 

@@ -195,3 +195,68 @@ def test_coil_map_scripts_resolve_their_settings_once(tmp_path, tiny, capsys, mo
     assert len(resolved) == 1
     rec = json.loads((tmp_path / "o" / "multi-coil" / key / "case_metrics.json").read_text())
     assert {f: rec[f] for f in expected} == expected == {f: getattr(resolved[0], f) for f in expected}
+
+
+# ---------------------------------------------------------------------------------------------- residual smoothing
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5])
+def test_gaussian_smooth_is_scipys_mirrored_gaussian(sigma):
+    from scipy.ndimage import gaussian_filter
+    from score_mri.physics.phase import gaussian_smooth
+    x = torch.randn(2, 3, 20, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = gaussian_filter(x.numpy(), (0, 0, sigma, sigma), mode="mirror", truncate=4.0)
+    np.testing.assert_allclose(gaussian_smooth(x, sigma).numpy(), ref, atol=1e-12)
+    const = torch.full((1, 1, 9, 9), 0.7)
+    torch.testing.assert_close(gaussian_smooth(const, sigma), const)   # weights sum to one
+    assert gaussian_smooth(x, 0.0) is x
+    with pytest.raises(TypeError):
+        gaussian_smooth(x.to(torch.complex128), sigma)
+
+
+def test_smooth_residual_smooths_only_the_imaginary_part():
+    from score_mri.physics.phase import gaussian_smooth, smooth_residual
+    g = torch.Generator().manual_seed(1)
+    m = torch.complex(torch.rand(1, 2, 32, 32, generator=g), 0.01 * torch.randn(1, 2, 32, 32, generator=g))
+    out = smooth_residual(m, 1.0)
+    assert torch.equal(out.real, m.real)
+    torch.testing.assert_close(out.imag, gaussian_smooth(m.imag, 1.0))
+    assert float(out.imag.std()) < 0.5 * float(m.imag.std())            # white noise: std / (2 sqrt(pi) sigma)
+    real = torch.rand(1, 1, 8, 8, generator=g)
+    assert smooth_residual(real, 1.0) is real and smooth_residual(m, 0.0) is m
+
+
+@pytest.mark.parametrize("sampler", ["complex", "sense"])
+def test_phase_ri_smooths_the_final_residual_then_restores_the_data(sampler, monkeypatch):
+    """The result is P(smooth_residual(m) exp(i phi)): measured k-space exact, the rest from the smoothed m."""
+    from score_mri.physics import phase as phase_mod
+    from score_mri.samplers import sense as sense_mod
+    model, op, y, _ = sense_problem(3)
+    if sampler == "complex":
+        op = SingleCoilCartesian(op.mask)
+        y = op.A(torch.randn(1, 1, SIZE, SIZE, dtype=torch.complex64, generator=torch.Generator().manual_seed(3)))
+    seen = []
+    monkeypatch.setattr(sense_mod, "smooth_residual", lambda m, s: seen.append((m.clone(), s)) or
+                        phase_mod.smooth_residual(m, s))
+    s = sampling.SamplerSettings(N=3, complex_mode="phase_ri", cg_iters=20, gamma=1e-3)
+    run = lambda st: sampling.get_sampler(sampler)(model, op, y, st, generator=torch.Generator().manual_seed(0)).x
+    plain, smoothed = run(s), run(s.replace(residual_smoothing=1.5))
+    assert [v for _, v in seen] == [0.0, 1.5]
+    m = seen[1][0]
+    cg = sense_mod.SenseCG(op, s.gamma, s.cg_iters) if sampler == "sense" else op
+    state = PhaseDemodulated(cg, estimate_phase(op, y, op.mask))
+    torch.testing.assert_close(smoothed, state.remodulate(phase_mod.smooth_residual(m, 1.5), y))
+    torch.testing.assert_close(plain, state.remodulate(m, y))           # same draw: only the last step differs
+    assert not torch.allclose(plain, smoothed)
+    tol = 1e-3 if sampler != "sense" else 0.05
+    assert torch.linalg.vector_norm(op.A(smoothed) - y) <= tol * torch.linalg.vector_norm(y)
+
+
+def test_residual_smoothing_setting_is_checked_and_read_from_the_config():
+    from configs.ve import colin27_ncsnpp_small
+    with pytest.raises(ValueError, match="residual_smoothing"):
+        sampling.SamplerSettings(residual_smoothing=-1.0)
+    with pytest.raises(ValueError, match="residual_smoothing"):
+        sampling.SamplerSettings(residual_smoothing=float("inf"))
+    config = colin27_ncsnpp_small.get_config()
+    assert sampling.SamplerSettings.from_config(config).residual_smoothing == config.sampling.residual_smoothing > 0
+    assert sampling.SamplerSettings.from_config(config, residual_smoothing=0.0).residual_smoothing == 0.0

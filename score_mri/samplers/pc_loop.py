@@ -46,6 +46,7 @@ class SamplerSettings:
     cg_iters: int = 5                          # conjugate-gradient iterations of SENSE data consistency
     gamma: float = 0.1                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
     complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts), 'phase' or 'phase_ri'
+    residual_smoothing: float = 0.0            # phase_ri: Gaussian std (pixels) for the final imaginary residual
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -67,6 +68,8 @@ class SamplerSettings:
             raise ValueError(f"cg_iters must be >= 0 and gamma >= 0, got {self.cg_iters}, {self.gamma}")
         if self.complex_mode not in ("ri", "phase", "phase_ri"):
             raise ValueError(f"complex_mode must be 'ri', 'phase' or 'phase_ri', got {self.complex_mode!r}")
+        if not 0.0 <= float(self.residual_smoothing) < math.inf:
+            raise ValueError(f"residual_smoothing must be a finite number >= 0, got {self.residual_smoothing}")
         if self.t0 is not None and not self.eps < float(self.t0) <= 1.0:
             raise ValueError(f"t0 must lie in (eps, T] = ({self.eps}, 1.0], got {self.t0}")
 
@@ -89,7 +92,8 @@ class SamplerSettings:
             sigma_max=float(config.model.sigma_max), t0=float(t0) if get("fast", False) and t0 is not None else None,
             continuous=bool(config.training.continuous), eta=float(get("eta", 0.0)), grid=str(get("grid", "ve")),
             cg_iters=int(get("cg_iters", 5)), gamma=float(get("gamma", 0.1)),
-            complex_mode=str(get("complex_mode", "ri")))
+            complex_mode=str(get("complex_mode", "ri")),
+            residual_smoothing=float(get("residual_smoothing", 0.0)))
         if get("m_steps", None) is not None:
             values["m_steps"] = int(get("m_steps", None))
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})

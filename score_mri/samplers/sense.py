@@ -14,6 +14,9 @@
   ``'phase_ri'``: the same demodulation, but the state keeps the imaginary residual m = x exp(-i phi) and
   both its parts go through the prior (the residual is small and anatomy-free, so the prior drives it
   towards zero instead of dropping it; robust where the low-resolution phase misses sharp phase changes).
+  The prior leaves a white noise floor in that residual at the last noise levels, so before the final data
+  consistency it is smoothed by a Gaussian of ``settings.residual_smoothing`` pixels
+  (``phase.smooth_residual``; the embedded config: 1 pixel).
   ``'ri'`` keeps the paper's real/imaginary parts (``algorithms.sample_complex`` etc.).
 
 The sampler table (``score_mri.samplers.table.SAMPLERS``) lists these samplers.
@@ -26,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from score_mri.physics.operators import SENSE, LinearOperator
-from score_mri.physics.phase import PhaseDemodulated, demodulate, estimate_phase, modulate
+from score_mri.physics.phase import PhaseDemodulated, demodulate, estimate_phase, modulate, smooth_residual
 from score_mri.samplers import algorithms as paper
 from score_mri.samplers.algorithms import Algorithm, run_algorithm
 from score_mri.samplers.pc_loop import Callback, Result, SamplerSettings
@@ -122,12 +125,14 @@ def _check(settings: SamplerSettings, what: str) -> None:
 
 def _run_phase(alg: StateAlgorithm, model, base_op, phase_op, y: torch.Tensor, settings: SamplerSettings,
                generator: torch.Generator | None, callback: Callback | None, sense: SENSE | None = None) -> Result:
-    """Run ``alg`` on m = Re(x exp(-i phi)), phi from ``phase_op``'s tapered centre; return P(m exp(i phi))."""
+    """Run ``alg`` on m = Re(x exp(-i phi)) (phase_ri: m = x exp(-i phi)), phi from ``phase_op``'s tapered
+    centre; return P(m exp(i phi)), phase_ri's imaginary residual smoothed by ``settings.residual_smoothing``."""
     _check(settings, f"complex_mode={settings.complex_mode!r}")
     phi = estimate_phase(phase_op, y, base_op.mask)
     state = PhaseDemodulated(base_op, phi)
     result = run_algorithm(alg, model, _Problem(state, sense), y, settings, generator=generator, callback=callback)
-    return Result(state.remodulate(result.x, y), result.network_calls)
+    m = smooth_residual(result.x, settings.residual_smoothing)
+    return Result(state.remodulate(m, y), result.network_calls)
 
 
 def sample_sense(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *,
