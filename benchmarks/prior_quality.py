@@ -312,9 +312,10 @@ def sampler_settings(config, N: int | None, device: str, coils: bool):
 
 
 def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
-              complex_mode: str | None = None, residual_smoothing: float | None = None) -> dict[str, Any]:
-    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode`` and
-    ``residual_smoothing``: overrides of the config's sampling defaults)."""
+              complex_mode: str | None = None, residual_smoothing: float | None = None,
+              nonnegative: bool | None = None) -> dict[str, Any]:
+    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode``,
+    ``residual_smoothing`` and ``nonnegative``: overrides of the config's sampling defaults)."""
     recon, operators, sens_maps, utils = (project_module(k) for k in ("recon", "operators", "sens_maps", "utils"))
     mask = case.mask.to(device)
     xt = torch.from_numpy(np.asarray(case.x, np.complex64))
@@ -338,13 +339,15 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
         settings = settings.replace(complex_mode=complex_mode)
     if residual_smoothing is not None:
         settings = settings.replace(residual_smoothing=residual_smoothing)
+    if nonnegative is not None:
+        settings = settings.replace(nonnegative=nonnegative)
     rec = recon.reconstruct(model, sampler, op, y, settings,
                             generator=torch.Generator(device=device).manual_seed(case.seed),
                             inverse_scaler=utils.get_data_inverse_scaler(config))
     return {**_metrics(case.gt, rec.image), "seconds": round(rec.seconds + extra_s, 2),
             "network_calls": rec.network_calls, "N": settings.N, "predictor": str(settings.predictor),
             "corrector": str(settings.corrector), "complex_mode": settings.complex_mode,
-            "residual_smoothing": settings.residual_smoothing}
+            "residual_smoothing": settings.residual_smoothing, "nonnegative": settings.nonnegative}
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -491,6 +494,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--residual_smoothing", type=float, default=None, metavar="PIXELS",
                    help="override every config's sampling.residual_smoothing (phase_ri's final imaginary-residual "
                         "smoothing; 0 turns it off)")
+    p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
+                   help="override every config's sampling.nonnegative (real-valued runs: final image clipped at 0 "
+                        "and made data-consistent again)")
     p.add_argument("--no_recon", action="store_true", help="denoising loss only")
     p.add_argument("--no_bart", action="store_true", help="skip BART even when it is on PATH")
     p.add_argument("--seed", type=int, default=0, help="noise and mask seed")
@@ -531,7 +537,8 @@ def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], k
         "command": "python benchmarks/prior_quality.py " + " ".join(sys.argv[1:]) if argv_is_cli() else None,
         "settings": {"sigmas": list(args.sigmas), "mask": f"{MASK_TYPE} x{ACC:g} (centre {CENTER_FRACTION}; "
                                                           f"complex / coil cases max({CENTER_FRACTION}, 14 / size))",
-                     "N": args.N, "residual_smoothing": args.residual_smoothing, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
+                     "N": args.N, "residual_smoothing": args.residual_smoothing,
+                     "nonnegative": args.nonnegative, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
                      "complex_images": complex_names, "n_coils": N_COILS, "bart": bart,
                      "bart_lambda": classical.BART_LAMBDA, "data_root": str(args.data_root)},
         "images": [{"name": im.name, "source": im.source, "shape": list(im.x.shape)} for im in images],
@@ -597,7 +604,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tic = time.time()
         for case in cases:
             try:
-                r = prior_row(case, model, config, args.N, args.device, prior.complex_mode, args.residual_smoothing)
+                r = prior_row(case, model, config, args.N, args.device, prior.complex_mode, args.residual_smoothing,
+                              args.nonnegative)
             except Exception as e:  # one failing run must not lose the others
                 log(f"{case.kind:7s} {case.image.name:10s} {prior.name}: FAILED {type(e).__name__}: {e}")
                 continue

@@ -259,3 +259,51 @@ def test_fast_start_and_callback():
     assert out.abs().max().item() < 10 * utils.ifft2_m(y).abs().max().item()
     with pytest.raises(ValueError, match="t0"):
         sampling.get_pc_fouriercs_RI_PI_SSOS(sde, RD, LG, identity, 0.16, mask=mask, t0=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- non-negative finish
+
+def _real_problem(size: int = 16):
+    """(model, op, y): a toy prior whose mean dips below zero, a real image and a column mask."""
+    from score_mri.physics.operators import SingleCoilCartesian
+    mu = smooth_image(size, size) - 0.4                               # the prior's mean has negative parts
+    x_true = (smooth_image(size, size) - 0.2).clamp_min(0)             # a magnitude image: >= 0, zero background
+    op = SingleCoilCartesian(column_mask(size, size, 1))
+    return ToyGaussianScore(mu, 0.2), op, op.A(x_true.to(torch.complex64))
+
+
+def test_nonnegative_finish_is_one_clip_and_one_real_data_consistency():
+    """Algorithm 2 with nonnegative: Re P(max(x, 0)) of the same run without it; its negatives shrink."""
+    model, op, y = _real_problem()
+    s = sampling.SamplerSettings(N=6, predictor="dds", corrector="none", sigma_max=20.0)
+    run = lambda st: sampling.get_sampler("real")(model, op, y, st, generator=torch.Generator().manual_seed(0)).x
+    plain, finished = run(s), run(s.replace(nonnegative=True))
+    assert not plain.is_complex() and plain.min() < -0.05               # the test has negatives to remove
+    torch.testing.assert_close(finished, torch.real(op.project(plain.clamp_min(0).to(torch.complex64), y)))
+    assert float(finished.clamp_max(0).abs().sum()) < 0.75 * float(plain.clamp_max(0).abs().sum())
+    # faithful runs keep the original's output
+    faithful = s.replace(predictor="reverse_diffusion", corrector="langevin", faithful=True, N=3)
+    torch.testing.assert_close(run(faithful), run(faithful.replace(nonnegative=True)))
+
+
+def test_nonnegative_leaves_complex_data_alone():
+    from score_mri.physics.operators import SingleCoilCartesian
+    model, op, _ = _real_problem()
+    x = torch.randn(1, 1, 16, 16, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    y = op.A(x)
+    for mode in ("ri", "phase", "phase_ri"):
+        s = sampling.SamplerSettings(N=4, predictor="dds", corrector="none", sigma_max=20.0, complex_mode=mode)
+        run = lambda st: sampling.get_sampler("complex")(model, op, y, st, generator=torch.Generator().manual_seed(0)).x
+        torch.testing.assert_close(run(s), run(s.replace(nonnegative=True)))
+    assert isinstance(op, SingleCoilCartesian)
+
+
+def test_nonnegative_comes_from_the_config_and_the_cli_can_turn_it_off():
+    from configs.ve import colin27_ncsnpp_small
+    from score_mri.cli import flags
+    config = colin27_ncsnpp_small.get_config()
+    assert sampling.SamplerSettings.from_config(config).nonnegative is True
+    assert sampling.SamplerSettings().nonnegative is False              # the paper's sampler by default
+    for argv, expected in (([], True), (["--no-nonnegative"], False), (["--nonnegative"], True)):
+        args = flags.build_parser("t").parse_args(["--data", "-", *argv])
+        assert flags.resolve(args, config)[0].nonnegative is expected

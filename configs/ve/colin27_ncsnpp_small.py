@@ -75,4 +75,5 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.gamma = 0.1                # SENSE sampler: weight of the prior's estimate in the CG system
     sampling.complex_mode = 'phase_ri'  # complex data: demodulated image, both parts (benchmarks/complex_multicoil.py)
     sampling.residual_smoothing = 1.0   # phase_ri: Gaussian std (pixels) on the final imaginary residual
+    sampling.nonnegative = True         # real-valued (Algorithm 2): final image clipped at 0, then data consistency
     return config

@@ -87,6 +87,10 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
                    help="complex_mode phase_ri: std in pixels of the Gaussian that smooths the imaginary residual "
                         "of the demodulated image before the final data consistency; 0 keeps it as sampled "
                         "(default: config.sampling.residual_smoothing, else 0)")
+    p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
+                   help="real-valued data (Algorithm 2): clip the final image at zero, as a magnitude image is, "
+                        "and apply the data consistency once more; --no-nonnegative for signed real images "
+                        "(default: config.sampling.nonnegative, else off)")
     p.add_argument("--num_samples", type=int, default=1,
                    help="K posterior samples; K > 1 saves their mean as recon and their std")
     p.add_argument("--faithful", action="store_true",
@@ -195,7 +199,7 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
     if fast and not 1e-5 < float(t0) <= 1:
         raise UserError(f"--t0 must be in (1e-5, 1], got {t0}")
     flags = {k: getattr(args, k, None) for k in ("predictor", "corrector", "eta", "grid", "cg_iters", "gamma",
-                                                  "complex_mode", "residual_smoothing")}
+                                                  "complex_mode", "residual_smoothing", "nonnegative")}
     try:
         settings = sampling.SamplerSettings.from_config(
             config, coils=coils, N=int(N), snr=float(snr), n_steps=int(m), t0=float(t0) if fast else None,

@@ -26,6 +26,9 @@ Two modes:
   real/imaginary part, Langevin step from batch-mean norms, SMLD discretisation on the SDE's grid, the
   original's starts and Kaczmarz step, lambda over the schedule's own total.
 
+With ``settings.nonnegative`` (beyond the paper; not with ``faithful``) Algorithm 2, whose state is a
+magnitude image, ends with one more projection pair: clip at zero, then its data consistency once more.
+
 ``t0 < 1`` starts from the data-consistent zero-filled estimate noised to sigma(t0) (Come-Closer-Diffuse-
 Faster, Chung et al. 2022) and runs N steps from t0 to eps.
 """
@@ -60,6 +63,7 @@ class Algorithm:
     real_valued: bool               # the state is a real image (Algorithm 2)
     coil_images: bool               # the state holds one image per coil (Algorithms 4-5)
     kaczmarz: bool = False          # the SENSE step every m_steps iterations (Algorithm 5)
+    magnitude: bool = False         # the state is a magnitude image, non-negative (Algorithm 2)
 
     def per_coil_op(self, op):
         """The operator acting on the state (coil images take the Cartesian part of a SENSE operator)."""
@@ -90,6 +94,12 @@ class Algorithm:
         if self.real_valued:
             return lambda x0, sl: torch.real(op.restrict(sl).project(x0, coil_slice(y, sl)))
         return lambda x0, sl: op.restrict(sl).project(x0, coil_slice(y, sl))
+
+    def finish(self, op, y: torch.Tensor, settings: SamplerSettings, x: torch.Tensor) -> torch.Tensor:
+        """The returned image: DC(max(x, 0)) with ``settings.nonnegative`` (magnitude states, not faithful), else x."""
+        if not (self.magnitude and settings.nonnegative and not settings.faithful):
+            return x
+        return self.project(op, y)(x.clamp_min(0), slice(None))
 
     def post_step(self, op, y: torch.Tensor, settings: SamplerSettings) -> PostStep | None:
         """Algorithm 5's Kaczmarz step every m_steps iterations; None for the other algorithms."""
@@ -133,10 +143,11 @@ def run_algorithm(alg: Algorithm, model: torch.nn.Module, op, y: torch.Tensor, s
                              project=alg.project(state_op, y), generator=g, faithful=settings.faithful,
                              split=split, use_grid=use_grid, post_step=alg.post_step(op, y, settings),
                              callback=callback)
-    return Result(x_mean if settings.denoise else x, score_fn.calls)
+        x_out = alg.finish(state_op, y, settings, x_mean if settings.denoise else x)
+    return Result(x_out, score_fn.calls)
 
 
-REAL = Algorithm("real", order="CP", real_valued=True, coil_images=False)
+REAL = Algorithm("real", order="CP", real_valued=True, coil_images=False, magnitude=True)
 COMPLEX = Algorithm("complex", order="CP", real_valued=False, coil_images=False)
 SSOS = Algorithm("ssos", order="PC", real_valued=False, coil_images=True)
 HYBRID = Algorithm("hybrid", order="PC", real_valued=False, coil_images=True, kaczmarz=True)

@@ -47,6 +47,7 @@ class SamplerSettings:
     gamma: float = 0.1                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
     complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts), 'phase' or 'phase_ri'
     residual_smoothing: float = 0.0            # phase_ri: Gaussian std (pixels) for the final imaginary residual
+    nonnegative: bool = False                  # Algorithm 2: clip the final image at 0, then data consistency again
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -93,7 +94,7 @@ class SamplerSettings:
             continuous=bool(config.training.continuous), eta=float(get("eta", 0.0)), grid=str(get("grid", "ve")),
             cg_iters=int(get("cg_iters", 5)), gamma=float(get("gamma", 0.1)),
             complex_mode=str(get("complex_mode", "ri")),
-            residual_smoothing=float(get("residual_smoothing", 0.0)))
+            residual_smoothing=float(get("residual_smoothing", 0.0)), nonnegative=bool(get("nonnegative", False)))
         if get("m_steps", None) is not None:
             values["m_steps"] = int(get("m_steps", None))
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
