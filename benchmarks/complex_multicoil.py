@@ -111,9 +111,10 @@ def _metrics(gt: np.ndarray, img: np.ndarray) -> dict:
 
 
 def run_case(case: Case, model, base: sampling.SamplerSettings, size: int, ms, methods: set[str],
-             smoothing: float = 1.0) -> list[dict]:
-    """All methods on one case; one row per method ('phase_ri smoothed': the final imaginary residual smoothed
-    by a Gaussian of ``smoothing`` pixels, the embedded config's default; plain 'phase_ri' leaves it)."""
+             smoothing: float = 1.0, nonnegative: bool = True) -> list[dict]:
+    """All methods on one case; one row per method ('phase_ri smoothed': the embedded config's final steps, the
+    imaginary residual smoothed by a Gaussian of ``smoothing`` pixels and, with ``nonnegative``, the real part
+    clipped at zero; plain 'phase_ri' returns the last estimate as sampled)."""
     x = load_case(case, ms, size)
     coils = x[None] if not case.coils else x                                # [C, H, W]
     gt = np.sqrt((np.abs(coils) ** 2).sum(0))                             # |x| (RSS)
@@ -151,7 +152,8 @@ def run_case(case: Case, model, base: sampling.SamplerSettings, size: int, ms, m
         prior("Alg3 phase", "complex", op, y, base.replace(complex_mode="phase"))
         prior("Alg3 phase_ri", "complex", op, y, base.replace(complex_mode="phase_ri"))
         prior("Alg3 phase_ri smoothed", "complex", op, y, base.replace(complex_mode="phase_ri",
-                                                                       residual_smoothing=smoothing))
+                                                                       residual_smoothing=smoothing,
+                                                                       nonnegative=nonnegative))
         return rows
     cart = MultiCoilCartesian(mask.expand(1, case.coils, size, size))
     y = cart.A(xt)
@@ -163,7 +165,8 @@ def run_case(case: Case, model, base: sampling.SamplerSettings, size: int, ms, m
     prior("SENSE phase", "sense", op, y, base.replace(complex_mode="phase"), t_esp)
     prior("SENSE phase_ri", "sense", op, y, base.replace(complex_mode="phase_ri"), t_esp)
     prior("SENSE phase_ri smoothed", "sense", op, y, base.replace(complex_mode="phase_ri",
-                                                                  residual_smoothing=smoothing), t_esp)
+                                                                  residual_smoothing=smoothing,
+                                                                  nonnegative=nonnegative), t_esp)
     if case.heavy:
         prior("Alg4 ri", "ssos", cart, y, base.replace(complex_mode="ri"))
         prior("Alg5 ri", "hybrid", op, y, base.replace(complex_mode="ri"), t_esp)
@@ -224,11 +227,13 @@ def main(argv: list[str] | None = None) -> None:
     name = "complex_multicoil" + args.suffix
     for case in cases:
         size = 128 if args.quick else case.size
-        rows += run_case(case, model, base, size, ms, methods, float(s.get("residual_smoothing", 0.0)) or 1.0)
+        rows += run_case(case, model, base, size, ms, methods, float(s.get("residual_smoothing", 0.0)) or 1.0,
+                         bool(s.get("nonnegative", False)))
         summ = summary(rows)
         data = {"settings": {"N": N, "predictor": s.predictor, "corrector": s.corrector, "snr": float(s.snr),
                              "cg_iters": base.cg_iters, "gamma": base.gamma, "quick": args.quick,
                              "residual_smoothing": float(s.get("residual_smoothing", 0.0)) or 1.0,
+                             "nonnegative": bool(s.get("nonnegative", False)),
                              "threads": args.threads}, "machine": machine_info(torch.device("cpu")),
                 "rows": rows, "summary": summ}
         md = (f"# Complex and multi-coil benchmark (N = {N}{', quick: 128 px' if args.quick else ''})\n\n"

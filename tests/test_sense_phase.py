@@ -260,3 +260,34 @@ def test_residual_smoothing_setting_is_checked_and_read_from_the_config():
     config = colin27_ncsnpp_small.get_config()
     assert sampling.SamplerSettings.from_config(config).residual_smoothing == config.sampling.residual_smoothing > 0
     assert sampling.SamplerSettings.from_config(config, residual_smoothing=0.0).residual_smoothing == 0.0
+
+
+def test_clip_magnitude_clips_the_real_part_only():
+    from score_mri.physics.phase import clip_magnitude
+    m = torch.complex(torch.tensor([[-1.0, 0.5]]), torch.tensor([[0.3, -0.2]]))
+    torch.testing.assert_close(clip_magnitude(m), torch.complex(torch.tensor([[0.0, 0.5]]), m.imag))
+    torch.testing.assert_close(clip_magnitude(torch.tensor([-2.0, 3.0])), torch.tensor([0.0, 3.0]))
+
+
+@pytest.mark.parametrize("mode", ["phase_ri", "phase"])
+def test_nonnegative_clips_phase_ri_before_the_final_data_consistency(mode, monkeypatch):
+    """phase_ri with nonnegative: P(clip_magnitude(smooth_residual(m)) exp(i phi)); 'phase' is left alone."""
+    from score_mri.physics import phase as phase_mod
+    from score_mri.samplers import sense as sense_mod
+    model, op, y, _ = sense_problem(3)
+    op = SingleCoilCartesian(op.mask)
+    y = op.A(torch.randn(1, 1, SIZE, SIZE, dtype=torch.complex64, generator=torch.Generator().manual_seed(3)))
+    seen = []
+    monkeypatch.setattr(sense_mod, "smooth_residual", lambda m, s: seen.append(m.clone()) or
+                        phase_mod.smooth_residual(m, s))
+    s = sampling.SamplerSettings(N=3, complex_mode=mode, residual_smoothing=1.0)
+    run = lambda st: sampling.get_sampler("complex")(model, op, y, st, generator=torch.Generator().manual_seed(0)).x
+    plain, clipped = run(s), run(s.replace(nonnegative=True))
+    state = PhaseDemodulated(op, estimate_phase(op, y, op.mask))
+    if mode == "phase":
+        torch.testing.assert_close(clipped, plain)
+        return
+    m = phase_mod.smooth_residual(seen[1], 1.0)
+    assert m.real.min() < 0                                             # the test has something to clip
+    torch.testing.assert_close(clipped, state.remodulate(phase_mod.clip_magnitude(m), y))
+    assert not torch.allclose(clipped, plain)

@@ -18,7 +18,7 @@ from score_mri.physics.masks import centre_block
 from score_mri.physics.operators import LinearOperator, coil_slice
 
 __all__ = ["calibration_size", "lowpass_size", "hann_window", "estimate_phase", "modulate", "demodulate", "PhaseDemodulated",
-           "gaussian_smooth", "smooth_residual", "smooth_phase"]
+           "gaussian_smooth", "smooth_residual", "clip_magnitude", "smooth_phase"]
 
 MIN_CALIB = 4  # smallest usable calibration block (pixels per side)
 
@@ -179,6 +179,11 @@ def smooth_residual(m: torch.Tensor, sigma: float) -> torch.Tensor:
     if not m.is_complex() or sigma <= 0:
         return m
     return torch.complex(m.real, gaussian_smooth(m.imag, sigma))
+
+
+def clip_magnitude(m: torch.Tensor) -> torch.Tensor:
+    """max(Re(m), 0) + i Im(m): the demodulated image's real part, |x| cos(phi_true - phi), is non-negative."""
+    return torch.complex(m.real.clamp_min(0), m.imag) if m.is_complex() else m.clamp_min(0)
 
 
 def smooth_phase(shape: tuple[int, int], seed: int) -> np.ndarray:

@@ -47,7 +47,7 @@ class SamplerSettings:
     gamma: float = 0.1                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
     complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts), 'phase' or 'phase_ri'
     residual_smoothing: float = 0.0            # phase_ri: Gaussian std (pixels) for the final imaginary residual
-    nonnegative: bool = False                  # Algorithm 2: clip the final image at 0, then data consistency again
+    nonnegative: bool = False                  # Algorithm 2 and phase_ri: final magnitude clipped at 0, then DC
 
     def __post_init__(self):
         """Range checks (ValueError)."""

@@ -16,7 +16,8 @@
   towards zero instead of dropping it; robust where the low-resolution phase misses sharp phase changes).
   The prior leaves a white noise floor in that residual at the last noise levels, so before the final data
   consistency it is smoothed by a Gaussian of ``settings.residual_smoothing`` pixels
-  (``phase.smooth_residual``; the embedded config: 1 pixel).
+  (``phase.smooth_residual``; the embedded config: 1 pixel), and with ``settings.nonnegative`` its real part,
+  the magnitude |x| cos(phi_true - phi), is clipped at zero (``phase.clip_magnitude``).
   ``'ri'`` keeps the paper's real/imaginary parts (``algorithms.sample_complex`` etc.).
 
 The sampler table (``score_mri.samplers.table.SAMPLERS``) lists these samplers.
@@ -29,7 +30,8 @@ from typing import Any, Callable
 import torch
 
 from score_mri.physics.operators import SENSE, LinearOperator
-from score_mri.physics.phase import PhaseDemodulated, demodulate, estimate_phase, modulate, smooth_residual
+from score_mri.physics.phase import (PhaseDemodulated, clip_magnitude, demodulate, estimate_phase, modulate,
+                                    smooth_residual)
 from score_mri.samplers import algorithms as paper
 from score_mri.samplers.algorithms import Algorithm, run_algorithm
 from score_mri.samplers.pc_loop import Callback, Result, SamplerSettings
@@ -126,12 +128,15 @@ def _check(settings: SamplerSettings, what: str) -> None:
 def _run_phase(alg: StateAlgorithm, model, base_op, phase_op, y: torch.Tensor, settings: SamplerSettings,
                generator: torch.Generator | None, callback: Callback | None, sense: SENSE | None = None) -> Result:
     """Run ``alg`` on m = Re(x exp(-i phi)) (phase_ri: m = x exp(-i phi)), phi from ``phase_op``'s tapered
-    centre; return P(m exp(i phi)), phase_ri's imaginary residual smoothed by ``settings.residual_smoothing``."""
+    centre; return P(m exp(i phi)), phase_ri's imaginary residual smoothed by ``settings.residual_smoothing``
+    and, with ``settings.nonnegative``, its real part clipped at zero."""
     _check(settings, f"complex_mode={settings.complex_mode!r}")
     phi = estimate_phase(phase_op, y, base_op.mask)
     state = PhaseDemodulated(base_op, phi)
     result = run_algorithm(alg, model, _Problem(state, sense), y, settings, generator=generator, callback=callback)
     m = smooth_residual(result.x, settings.residual_smoothing)
+    if settings.nonnegative and settings.complex_mode == "phase_ri":
+        m = clip_magnitude(m)
     return Result(state.remodulate(m, y), result.network_calls)
 
 
