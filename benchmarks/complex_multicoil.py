@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                                     n_steps=int(s.n_steps_each), m_steps=max(1, int(s.m_steps) * N // int(s.N)),
                                     eta=float(s.get("eta", 0.0)), grid=str(s.get("grid", "ve")),
                                     cg_iters=int(s.get("cg_iters", 5)), gamma=float(s.get("gamma", 0.1)))
+    final = sampling.SamplerSettings.from_config(config)  # the config's final steps ('phase_ri smoothed')
     model = recon.load_model(config, CKPT, "cpu")
     ms = _make_samples()
     by_name = {c.name: c for c in CASES}
@@ -227,13 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     name = "complex_multicoil" + args.suffix
     for case in cases:
         size = 128 if args.quick else case.size
-        rows += run_case(case, model, base, size, ms, methods, float(s.get("residual_smoothing", 0.0)) or 1.0,
-                         bool(s.get("nonnegative", False)))
+        rows += run_case(case, model, base, size, ms, methods, final.residual_smoothing or 1.0, final.nonnegative)
         summ = summary(rows)
         data = {"settings": {"N": N, "predictor": s.predictor, "corrector": s.corrector, "snr": float(s.snr),
                              "cg_iters": base.cg_iters, "gamma": base.gamma, "quick": args.quick,
-                             "residual_smoothing": float(s.get("residual_smoothing", 0.0)) or 1.0,
-                             "nonnegative": bool(s.get("nonnegative", False)),
+                             "residual_smoothing": final.residual_smoothing or 1.0,
+                             "nonnegative": final.nonnegative,
                              "threads": args.threads}, "machine": machine_info(torch.device("cpu")),
                 "rows": rows, "summary": summ}
         md = (f"# Complex and multi-coil benchmark (N = {N}{', quick: 128 px' if args.quick else ''})\n\n"

@@ -302,13 +302,14 @@ def reference_rows(case: Case, bart: bool) -> list[dict[str, Any]]:
     return out
 
 
-def sampler_settings(config, N: int | None, device: str, coils: bool):
-    """The config's embedded sampling defaults as the command-line scripts resolve them (optionally --N)."""
+def sampler_settings(config, N: int | None, device: str, coils: bool, **overrides: Any):
+    """The config's embedded sampling defaults as the command-line scripts resolve them (optionally --N), with
+    the ``overrides`` that are not None (SamplerSettings fields) applied."""
     flags = project_module("flags")
     argv = ["--data", "-", "--device", device] + (["--N", str(N)] if N else [])
     args = flags.build_parser("prior_quality").parse_args(argv)
     settings, _ = flags.resolve(args, config, coils=coils)
-    return settings
+    return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
@@ -317,12 +318,13 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
     """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode``,
     ``residual_smoothing`` and ``nonnegative``: overrides of the config's sampling defaults)."""
     recon, operators, sens_maps, utils = (project_module(k) for k in ("recon", "operators", "sens_maps", "utils"))
+    overrides = dict(complex_mode=complex_mode, residual_smoothing=residual_smoothing, nonnegative=nonnegative)
     mask = case.mask.to(device)
     xt = torch.from_numpy(np.asarray(case.x, np.complex64))
     xt = (xt[None, None] if xt.ndim == 2 else xt[None]).to(device)                 # [1, C, H, W]
     extra_s = 0.0
     if case.kind == "coil8":
-        settings = sampler_settings(config, N, device, coils=True)
+        settings = sampler_settings(config, N, device, coils=True, **overrides)
         size = case.x.shape[-1]
         cart = operators.MultiCoilCartesian(mask.expand(1, N_COILS, size, size))
         y = cart.A(xt)
@@ -331,16 +333,10 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
         extra_s = time.time() - tic
         op, sampler = operators.SENSE(sens.to(device), mask), "sense"
     else:
-        settings = sampler_settings(config, N, device, coils=False)
+        settings = sampler_settings(config, N, device, coils=False, **overrides)
         op = operators.SingleCoilCartesian(mask)
         y = op.A(xt)
         sampler = "real" if case.kind == "real" else "complex"
-    if complex_mode is not None:
-        settings = settings.replace(complex_mode=complex_mode)
-    if residual_smoothing is not None:
-        settings = settings.replace(residual_smoothing=residual_smoothing)
-    if nonnegative is not None:
-        settings = settings.replace(nonnegative=nonnegative)
     rec = recon.reconstruct(model, sampler, op, y, settings,
                             generator=torch.Generator(device=device).manual_seed(case.seed),
                             inverse_scaler=utils.get_data_inverse_scaler(config))
