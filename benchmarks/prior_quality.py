@@ -199,6 +199,7 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
     record = {"config": _display(prior.config), "path": _display(prior.path), "precision": prior.precision,
               "complex_mode": prior.complex_mode or str(config.sampling.get("complex_mode", "ri")),
               "residual_smoothing": float(config.sampling.get("residual_smoothing", 0.0)),
+              "t0": float(config.sampling.t0) if config.sampling.get("fast", False) else 1.0,
               "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
@@ -314,11 +315,12 @@ def sampler_settings(config, N: int | None, device: str, coils: bool, **override
 
 def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
               complex_mode: str | None = None, residual_smoothing: float | None = None,
-              nonnegative: bool | None = None) -> dict[str, Any]:
+              nonnegative: bool | None = None, t0: float | None = None) -> dict[str, Any]:
     """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode``,
-    ``residual_smoothing`` and ``nonnegative``: overrides of the config's sampling defaults)."""
+    ``residual_smoothing``, ``nonnegative`` and ``t0``: overrides of the config's sampling defaults)."""
     recon, operators, sens_maps, utils = (project_module(k) for k in ("recon", "operators", "sens_maps", "utils"))
-    overrides = dict(complex_mode=complex_mode, residual_smoothing=residual_smoothing, nonnegative=nonnegative)
+    overrides = dict(complex_mode=complex_mode, residual_smoothing=residual_smoothing, nonnegative=nonnegative,
+                     t0=t0)
     mask = case.mask.to(device)
     xt = torch.from_numpy(np.asarray(case.x, np.complex64))
     xt = (xt[None, None] if xt.ndim == 2 else xt[None]).to(device)                 # [1, C, H, W]
@@ -343,7 +345,8 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
     return {**_metrics(case.gt, rec.image), "seconds": round(rec.seconds + extra_s, 2),
             "network_calls": rec.network_calls, "N": settings.N, "predictor": str(settings.predictor),
             "corrector": str(settings.corrector), "complex_mode": settings.complex_mode,
-            "residual_smoothing": settings.residual_smoothing, "nonnegative": settings.nonnegative}
+            "residual_smoothing": settings.residual_smoothing, "nonnegative": settings.nonnegative,
+            "t0": 1.0 if settings.t0 is None else settings.t0}
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -387,6 +390,17 @@ def _smoothing(record: dict[str, Any], result: dict[str, Any]) -> str:
     return f" (residual smoothing {s:g} px)" if record.get("complex_mode") == "phase_ri" and s else ""
 
 
+def _start_text(t0: float) -> str:
+    """'noise (t = 1)' or 't0 T (noised zero-filled)'."""
+    return "noise (t = 1)" if t0 >= 1 else f"t0 {t0:g} (noised zero-filled)"
+
+
+def _start(record: dict[str, Any], result: dict[str, Any]) -> str:
+    """Where sampling starts: 'noise (t = 1)' or 't0 T (noised zero-filled)', the --t0 override first."""
+    override = result.get("settings", {}).get("t0")
+    return _start_text(record.get("t0", 1.0) if override is None else override)
+
+
 def markdown(result: dict[str, Any]) -> str:
     """Markdown report: DSM loss table, reconstruction table per kind (PSNR / SSIM, difference to BART)."""
     st = result["settings"]
@@ -399,12 +413,12 @@ def markdown(result: dict[str, Any]) -> str:
              "sampling defaults"
              f"{' with N = ' + str(st['N']) if st['N'] else ''}.", "",
              "## Checkpoints", "",
-             "| name | config | file | precision | complex mode | step | EMA | snapshot | MB | sha256 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| name | config | file | precision | complex mode | start | step | EMA | snapshot | MB | sha256 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in result["checkpoints"].items():
         f = c["file"]
         lines.append(f"| {name} | {f['config']} | {f['path']} | {f.get('precision', 'fp32')} | "
-                     f"{f.get('complex_mode', '-')}{_smoothing(f, result)} | {f['step']} | "
+                     f"{f.get('complex_mode', '-')}{_smoothing(f, result)} | {_start(f, result)} | {f['step']} | "
                      f"{f['ema_weights']} | "
                      f"{f['training_snapshot']} | {f['size_MB']} | {f['sha256_16']} |")
     lines += ["", "## Held-out denoising score-matching loss", "",
@@ -493,6 +507,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="override every config's sampling.nonnegative (real-valued runs: final image clipped at 0 "
                         "and made data-consistent again)")
+    p.add_argument("--t0", type=float, default=None,
+                   help="override every config's start time: 1 samples from noise, t0 < 1 starts from the noised "
+                        "zero-filled image at sigma(t0)")
     p.add_argument("--no_recon", action="store_true", help="denoising loss only")
     p.add_argument("--no_bart", action="store_true", help="skip BART even when it is on PATH")
     p.add_argument("--seed", type=int, default=0, help="noise and mask seed")
@@ -508,6 +525,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for c in args.ckpt:
         if not c.config.is_file() or not c.path.is_file():
             p.error(f"--ckpt {c.name}: {c.config if not c.config.is_file() else c.path} not found")
+    if args.t0 is not None and not 1e-5 < args.t0 <= 1:
+        p.error(f"--t0 must be in (1e-5, 1], got {args.t0:g}")
     if args.per_source is None:
         args.per_source = 1 if args.quick else None
     args.data_root = args.data_root or default_data_root()
@@ -534,7 +553,7 @@ def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], k
         "settings": {"sigmas": list(args.sigmas), "mask": f"{MASK_TYPE} x{ACC:g} (centre {CENTER_FRACTION}; "
                                                           f"complex / coil cases max({CENTER_FRACTION}, 14 / size))",
                      "N": args.N, "residual_smoothing": args.residual_smoothing,
-                     "nonnegative": args.nonnegative, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
+                     "nonnegative": args.nonnegative, "t0": args.t0, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
                      "complex_images": complex_names, "n_coils": N_COILS, "bart": bart,
                      "bart_lambda": classical.BART_LAMBDA, "data_root": str(args.data_root)},
         "images": [{"name": im.name, "source": im.source, "shape": list(im.x.shape)} for im in images],
@@ -601,7 +620,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for case in cases:
             try:
                 r = prior_row(case, model, config, args.N, args.device, prior.complex_mode, args.residual_smoothing,
-                              args.nonnegative)
+                              args.nonnegative, args.t0)
             except Exception as e:  # one failing run must not lose the others
                 log(f"{case.kind:7s} {case.image.name:10s} {prior.name}: FAILED {type(e).__name__}: {e}")
                 continue

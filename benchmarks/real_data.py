@@ -199,6 +199,7 @@ def _our_row(case: dict, images: dict, ref: np.ndarray, method: str, data: Path,
     row = {**case, "method": label, **score(ref, img), "seconds": round(wall, 2),
            "sampler_seconds": record["seconds"], "network_calls": record["network_calls"],
            "settings": " ".join(f"N={record['N']} {record['predictor']}/{record['corrector']} "
+                                f"{'' if record.get('t0') is None else 't0=%g' % record['t0']} "
                                 f"{record.get('complex_mode', '')} {note}".split()),
            "cli_metrics": record.get("recon")}
     _print(row)

@@ -103,3 +103,22 @@ def test_prior_spec_takes_precision_and_complex_mode() -> None:
     for bad in (f"d={CONFIG}:{SHIPPED}#sideways", f"e={CONFIG}:{SHIPPED}@fp16#phase"):
         with pytest.raises(argparse.ArgumentTypeError):
             pq.parse_prior(bad)
+
+
+def test_t0_override_reaches_the_sampler_settings() -> None:
+    """--t0 T starts every sampler at T (1: from noise, whatever the config); a T outside (1e-5, 1] is refused."""
+    from benchmarks import prior_quality as pq
+    from score_mri.samplers.pc_loop import from_prior
+
+    config = pq.project_module("flags").load_config(CONFIG)
+    default = pq.sampler_settings(config, None, "cpu", coils=False)
+    assert from_prior(default) == (not config.sampling.get("fast", False))
+    for coils in (False, True):
+        lower = pq.sampler_settings(config, None, "cpu", coils=coils, t0=0.65)
+        assert lower.t0 == 0.65 and not from_prior(lower)
+        assert from_prior(pq.sampler_settings(config, None, "cpu", coils=coils, t0=1.0))
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit):
+            pq.parse_args(["--t0", bad])
+    assert pq._start({"t0": 1.0}, {"settings": {"t0": 0.7}}) == "t0 0.7 (noised zero-filled)"
+    assert pq._start({"t0": 1.0}, {"settings": {}}) == "noise (t = 1)"
