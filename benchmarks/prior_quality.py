@@ -47,6 +47,7 @@ if str(REPO) not in sys.path:
 # (``utils`` gathers the helpers, masks and scalers included, wherever they live in the package).
 _MODULES: dict[str, tuple[str, ...]] = {
     "recon": ("score_mri.recon", "recon"),
+    "sampling": ("score_mri.samplers", "sampling"),
     "metrics": ("score_mri.metrics", "metrics"),
     "flags": ("score_mri.cli.flags", "cli"),
     "operators": ("score_mri.physics.operators", "operators"),
@@ -196,10 +197,10 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
         out = ckpt_mod.load_model_weights(prior.path, model, device=device)  # bare state dict: stored weights
         used_ema = False
     model = perf.prepare_model_for_inference(model, device, precision=prior.precision)
+    defaults = project_module("sampling").SamplerSettings.from_config(config)
     record = {"config": _display(prior.config), "path": _display(prior.path), "precision": prior.precision,
               "complex_mode": prior.complex_mode or str(config.sampling.get("complex_mode", "ri")),
-              "residual_smoothing": float(config.sampling.get("residual_smoothing", 0.0)),
-              "t0": float(config.sampling.t0) if config.sampling.get("fast", False) else 1.0,
+              "residual_smoothing": defaults.residual_smoothing, "t0": 1.0 if defaults.t0 is None else defaults.t0,
               "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
@@ -314,13 +315,10 @@ def sampler_settings(config, N: int | None, device: str, coils: bool, **override
 
 
 def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
-              complex_mode: str | None = None, residual_smoothing: float | None = None,
-              nonnegative: bool | None = None, t0: float | None = None) -> dict[str, Any]:
-    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``complex_mode``,
-    ``residual_smoothing``, ``nonnegative`` and ``t0``: overrides of the config's sampling defaults)."""
+              **overrides: Any) -> dict[str, Any]:
+    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``overrides``: SamplerSettings
+    fields that replace the config's sampling defaults where not None, e.g. ``complex_mode`` or ``t0``)."""
     recon, operators, sens_maps, utils = (project_module(k) for k in ("recon", "operators", "sens_maps", "utils"))
-    overrides = dict(complex_mode=complex_mode, residual_smoothing=residual_smoothing, nonnegative=nonnegative,
-                     t0=t0)
     mask = case.mask.to(device)
     xt = torch.from_numpy(np.asarray(case.x, np.complex64))
     xt = (xt[None, None] if xt.ndim == 2 else xt[None]).to(device)                 # [1, C, H, W]
@@ -383,22 +381,22 @@ def _fmt(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _in_effect(record: dict[str, Any], result: dict[str, Any], key: str, default: Any) -> Any:
+    """The run's command-line override of ``key`` if given, else the checkpoint config's value."""
+    override = result.get("settings", {}).get(key)
+    return record.get(key, default) if override is None else override
+
+
 def _smoothing(record: dict[str, Any], result: dict[str, Any]) -> str:
     """' (residual smoothing S px)' for phase_ri runs that smooth, else ''."""
-    override = result.get("settings", {}).get("residual_smoothing")
-    s = record.get("residual_smoothing", 0.0) if override is None else override
+    s = _in_effect(record, result, "residual_smoothing", 0.0)
     return f" (residual smoothing {s:g} px)" if record.get("complex_mode") == "phase_ri" and s else ""
 
 
-def _start_text(t0: float) -> str:
-    """'noise (t = 1)' or 't0 T (noised zero-filled)'."""
-    return "noise (t = 1)" if t0 >= 1 else f"t0 {t0:g} (noised zero-filled)"
-
-
 def _start(record: dict[str, Any], result: dict[str, Any]) -> str:
-    """Where sampling starts: 'noise (t = 1)' or 't0 T (noised zero-filled)', the --t0 override first."""
-    override = result.get("settings", {}).get("t0")
-    return _start_text(record.get("t0", 1.0) if override is None else override)
+    """Where sampling starts: 'noise (t = 1)' or 't0 T (noised zero-filled)'."""
+    t0 = _in_effect(record, result, "t0", 1.0)
+    return "noise (t = 1)" if t0 >= 1 else f"t0 {t0:g} (noised zero-filled)"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -535,6 +533,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling settings this run overrides for every checkpoint (None: the config's)."""
+    return {k: getattr(args, k) for k in ("residual_smoothing", "nonnegative", "t0")}
+
+
 def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], kinds: list[str],
              complex_names: list[str], bart: bool, rows: list[dict[str, Any]], checkpoints: dict[str, Any],
              timing: dict[str, float], t_start: float) -> dict[str, Any]:
@@ -552,8 +555,7 @@ def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], k
         "command": "python benchmarks/prior_quality.py " + " ".join(sys.argv[1:]) if argv_is_cli() else None,
         "settings": {"sigmas": list(args.sigmas), "mask": f"{MASK_TYPE} x{ACC:g} (centre {CENTER_FRACTION}; "
                                                           f"complex / coil cases max({CENTER_FRACTION}, 14 / size))",
-                     "N": args.N, "residual_smoothing": args.residual_smoothing,
-                     "nonnegative": args.nonnegative, "t0": args.t0, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
+                     "N": args.N, **run_overrides(args), "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
                      "complex_images": complex_names, "n_coils": N_COILS, "bart": bart,
                      "bart_lambda": classical.BART_LAMBDA, "data_root": str(args.data_root)},
         "images": [{"name": im.name, "source": im.source, "shape": list(im.x.shape)} for im in images],
@@ -619,8 +621,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tic = time.time()
         for case in cases:
             try:
-                r = prior_row(case, model, config, args.N, args.device, prior.complex_mode, args.residual_smoothing,
-                              args.nonnegative, args.t0)
+                r = prior_row(case, model, config, args.N, args.device, complex_mode=prior.complex_mode,
+                              **run_overrides(args))
             except Exception as e:  # one failing run must not lose the others
                 log(f"{case.kind:7s} {case.image.name:10s} {prior.name}: FAILED {type(e).__name__}: {e}")
                 continue
