@@ -79,6 +79,11 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
                    help="conjugate-gradient iterations of the SENSE data consistency (default: config, else 5)")
     p.add_argument("--gamma", type=finite_float, default=None,
                    help="SENSE data consistency: weight of the prior's estimate (default: config, else 0.1)")
+    p.add_argument("--noise_weighting", choices=("auto", "off"), default=None,
+                   help="SENSE sampler with --predictor dds: 'auto' estimates the measurement noise from the "
+                        "outermost measured k-space and weights the prior's estimate in each data-consistency "
+                        "solve by (noise / sigma)^2 (at least --gamma); 'off' keeps --gamma fixed (default: "
+                        "config.sampling.noise_weighting, else off)")
     p.add_argument("--complex_mode", choices=("ri", "phase", "phase_ri"), default=None,
                    help="complex data: 'ri' real/imaginary parts through the prior (the paper); 'phase' the real "
                         "part of the phase-demodulated image (phase from the measured centre); 'phase_ri' both "
@@ -200,7 +205,8 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
     if fast and not 1e-5 < float(t0) <= 1:
         raise UserError(f"--t0 must be in (1e-5, 1], got {t0}")
     flags = {k: getattr(args, k, None) for k in ("predictor", "corrector", "eta", "grid", "cg_iters", "gamma",
-                                                  "complex_mode", "residual_smoothing", "nonnegative")}
+                                                  "noise_weighting", "complex_mode", "residual_smoothing",
+                                                  "nonnegative")}
     try:
         settings = sampling.SamplerSettings.from_config(
             config, coils=coils, N=int(N), snr=float(snr), n_steps=int(m), t0=float(t0) if fast else None,

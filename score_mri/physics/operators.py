@@ -74,7 +74,11 @@ class LinearOperator:
         """Zero-filled image of the measurements y (the adjoint, up to the transform's normalisation)."""
         return self.A_H(y)
 
-    def solve(self, x_hat: torch.Tensor, y: torch.Tensor, gamma: float, n_iter: int) -> torch.Tensor:
+    def at_noise_level(self, sigma: float) -> "LinearOperator":
+        """This operator for a prior estimate at noise level sigma (an exact projection does not depend on it)."""
+        return self
+
+    def solve(self, x_hat: torch.Tensor, y: torch.Tensor, gamma: "float | torch.Tensor", n_iter: int) -> torch.Tensor:
         """Regularised data consistency: ``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat from x_hat."""
         return conjugate_gradient(lambda v: self.normal(v) + gamma * v, self.A_H(y) + gamma * x_hat,
                                   x_hat, n_iter)

@@ -144,6 +144,10 @@ class PhaseDemodulated(LinearOperator):
         """The complex result: data consistency of m exp(i phi) (exact where the base projection is)."""
         return self.op.project(modulate(m, self.phi), y)
 
+    def at_noise_level(self, sigma: float) -> "PhaseDemodulated":
+        """The base operator at noise level sigma, same phase."""
+        return PhaseDemodulated(self.op.at_noise_level(sigma), self.phi)
+
     def restrict(self, sl: slice) -> "PhaseDemodulated":
         """The operator of the coils ``sl``."""
         return PhaseDemodulated(self.op.restrict(sl), coil_slice(self.phi, sl))

@@ -45,7 +45,7 @@ from score_mri.physics.operators import (SENSE, coil_slice, MultiCoilCartesian, 
 from score_mri.samplers.predictors import randn, real_dtype
 from score_mri.samplers.pc_loop import (Callback, DataConsistency, PostStep, Project, Result, SamplerSettings,
                                         CountingScore, from_prior, make_generator, run_loop, sigma_start, start_noise,
-                                        make_steps, time_grid)
+                                        make_steps, noise_levels, time_grid)
 from score_mri.utils import lambda_schedule_linear
 
 __all__ = ["Algorithm", "run_algorithm", "REAL", "COMPLEX", "SSOS", "HYBRID", "sample_real", "sample_complex",
@@ -54,6 +54,13 @@ __all__ = ["Algorithm", "run_algorithm", "REAL", "COMPLEX", "SSOS", "HYBRID", "s
 # ----------------------------------------------------------------------------------------------------------
 # Algorithms 2-5
 # ----------------------------------------------------------------------------------------------------------
+
+def _at(op, sl: slice, sigma: float | None):
+    """The operator of the coils ``sl`` for a state at noise level sigma (``LinearOperator.at_noise_level``:
+    only operators that weight the prior's estimate by the measurement noise depend on it)."""
+    restricted = op.restrict(sl)
+    return restricted if sigma is None else restricted.at_noise_level(sigma)
+
 
 @dataclass(frozen=True)
 class Algorithm:
@@ -85,15 +92,15 @@ class Algorithm:
     def dc(self, op, y: torch.Tensor, settings: SamplerSettings) -> DataConsistency:
         """Data consistency of (x, x_mean) restricted to the coils ``sl``."""
         if self.real_valued:  # faithful: x_mean re-projected from the projected x (the original's quirk)
-            return lambda x, x_mean, sl: data_consistency_real(
-                op.restrict(sl), x, coil_slice(y, sl), x_mean=None if settings.faithful else x_mean)
-        return lambda x, x_mean, sl: data_consistency(op.restrict(sl), x, x_mean, coil_slice(y, sl))
+            return lambda x, x_mean, sl, sigma=None: data_consistency_real(
+                _at(op, sl, sigma), x, coil_slice(y, sl), x_mean=None if settings.faithful else x_mean)
+        return lambda x, x_mean, sl, sigma=None: data_consistency(_at(op, sl, sigma), x, x_mean, coil_slice(y, sl))
 
     def project(self, op, y: torch.Tensor) -> Project:
         """Data consistency of a clean estimate (for projecting predictors)."""
         if self.real_valued:
-            return lambda x0, sl: torch.real(op.restrict(sl).project(x0, coil_slice(y, sl)))
-        return lambda x0, sl: op.restrict(sl).project(x0, coil_slice(y, sl))
+            return lambda x0, sl, sigma=None: torch.real(_at(op, sl, sigma).project(x0, coil_slice(y, sl)))
+        return lambda x0, sl, sigma=None: _at(op, sl, sigma).project(x0, coil_slice(y, sl))
 
     def finish(self, op, y: torch.Tensor, settings: SamplerSettings, x: torch.Tensor) -> torch.Tensor:
         """The returned image: DC(max(x, 0)) with ``settings.nonnegative`` (magnitude states, not faithful), else x."""
@@ -138,11 +145,12 @@ def run_algorithm(alg: Algorithm, model: torch.nn.Module, op, y: torch.Tensor, s
     split = settings.faithful or (alg.coil_images and not settings.batch_coils)
     with torch.no_grad():
         x = alg.start(state_op, y, settings, sigma_start(settings, sde), g)
+        timesteps = time_grid(settings, y.device)
         x, x_mean = run_loop(x, steps=make_steps(settings, sde, score_fn, g, alg.order),
-                             timesteps=time_grid(settings, y.device), dc=alg.dc(state_op, y, settings),
+                             timesteps=timesteps, dc=alg.dc(state_op, y, settings),
                              project=alg.project(state_op, y), generator=g, faithful=settings.faithful,
                              split=split, use_grid=use_grid, post_step=alg.post_step(op, y, settings),
-                             callback=callback)
+                             callback=callback, sigmas=noise_levels(sde, timesteps))
         x_out = alg.finish(state_op, y, settings, x_mean if settings.denoise else x)
     return Result(x_out, score_fn.calls)
 

@@ -72,7 +72,7 @@ def get_pc_sampler(sde: sde_lib.SDE, shape: Sequence[int], predictor, corrector,
             use_grid = isinstance(sde, sde_lib.VESDE) and (not faithful or not from_prior(settings))
             x, x_mean = run_loop(x, steps=make_steps(settings, sde, score_fn, g, "CP"),
                                  timesteps=time_grid(settings, torch.device(dev)),
-                                 dc=lambda x, x_mean, sl: (x, x_mean), generator=g, faithful=faithful,
+                                 dc=lambda x, x_mean, sl, sigma: (x, x_mean), generator=g, faithful=faithful,
                                  split=False, use_grid=use_grid, channels=shape[1], callback=callback)
             return inverse_scaler(x_mean if denoise else x), sde.N * (n_steps + 1)
 

@@ -48,6 +48,7 @@ class SamplerSettings:
     complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts), 'phase' or 'phase_ri'
     residual_smoothing: float = 0.0            # phase_ri: Gaussian std (pixels) for the final imaginary residual
     nonnegative: bool = False                  # Algorithm 2 and phase_ri: final magnitude clipped at 0, then DC
+    noise_weighting: str = "off"               # SENSE + dds: 'auto' weights the estimate by the measured noise
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -71,6 +72,8 @@ class SamplerSettings:
             raise ValueError(f"complex_mode must be 'ri', 'phase' or 'phase_ri', got {self.complex_mode!r}")
         if not 0.0 <= float(self.residual_smoothing) < math.inf:
             raise ValueError(f"residual_smoothing must be a finite number >= 0, got {self.residual_smoothing}")
+        if self.noise_weighting not in ("off", "auto"):
+            raise ValueError(f"noise_weighting must be 'off' or 'auto', got {self.noise_weighting!r}")
         if self.t0 is not None and not self.eps < float(self.t0) <= 1.0:
             raise ValueError(f"t0 must lie in (eps, T] = ({self.eps}, 1.0], got {self.t0}")
 
@@ -94,7 +97,8 @@ class SamplerSettings:
             continuous=bool(config.training.continuous), eta=float(get("eta", 0.0)), grid=str(get("grid", "ve")),
             cg_iters=int(get("cg_iters", 5)), gamma=float(get("gamma", 0.1)),
             complex_mode=str(get("complex_mode", "ri")),
-            residual_smoothing=float(get("residual_smoothing", 0.0)), nonnegative=bool(get("nonnegative", False)))
+            residual_smoothing=float(get("residual_smoothing", 0.0)), nonnegative=bool(get("nonnegative", False)),
+            noise_weighting=str(get("noise_weighting", "off")))
         if get("m_steps", None) is not None:
             values["m_steps"] = int(get("m_steps", None))
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
@@ -123,8 +127,8 @@ class Result:
 # The predictor-corrector loop
 # ----------------------------------------------------------------------------------------------------------
 
-DataConsistency = Callable[[torch.Tensor, torch.Tensor, slice], tuple[torch.Tensor, torch.Tensor]]
-Project = Callable[[torch.Tensor, slice], torch.Tensor]
+DataConsistency = Callable[[torch.Tensor, torch.Tensor, slice, "float | None"], tuple[torch.Tensor, torch.Tensor]]
+Project = Callable[[torch.Tensor, slice, "float | None"], torch.Tensor]  # (x0, coils, noise level of x0)
 PostStep = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -171,12 +175,15 @@ def _apply_step(step, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor | N
 def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: DataConsistency,
              generator: torch.Generator, faithful: bool, split: bool, use_grid: bool, channels: int = 1,
              project: Project | None = None, post_step: PostStep | None = None,
-             callback: Callback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             callback: Callback | None = None, sigmas: Sequence[float] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The predictor-corrector loop shared by Algorithms 1-5; returns the final (x, x_mean).
 
     x [B, C, H, W] (real or complex; C coils, or channels for Algorithm 1). For each time t_i and each
     coil group (all coils, or one coil at a time with ``split``), every step of ``steps`` is followed by
-    ``dc(x_group, x_mean_group, coil_slice)``; then ``post_step(i, x, x_mean)`` and ``callback(i, N, x_mean)``.
+    ``dc(x_group, x_mean_group, coil_slice, sigma_i)`` (a projecting step gets ``project`` instead); then
+    ``post_step(i, x, x_mean)`` and ``callback(i, N, x_mean)``. ``sigmas``: the noise level at each time, handed
+    to the data consistency (None: none known).
     ``faithful``: noise drawn inside each call in the original's order; otherwise drawn once per
     iteration and step in the layout [k, B, C, P, H, W], so split and batched runs see the same noise.
     """
@@ -186,6 +193,7 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
     zero = torch.zeros((), device=timesteps.device, dtype=timesteps.dtype)
     for i in range(n):
         t = timesteps[i]
+        sigma = None if sigmas is None else float(sigmas[i])
         t_next = (timesteps[i + 1] if i + 1 < n else zero) if use_grid else None
         zs = [None] * len(steps)
         if not faithful:
@@ -194,12 +202,12 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
         x_new, x_mean_new = (torch.empty_like(x), torch.empty_like(x_mean)) if split else (None, None)
         for sl in groups:
             xg, xg_mean = x[:, sl], x_mean[:, sl]
-            proj = None if project is None else (lambda state, sl=sl: project(state, sl))
+            proj = None if project is None else (lambda state, sl=sl: project(state, sl, sigma))
             for step, z in zip(steps, zs):
                 xg, xg_mean = _apply_step(step, xg, t, t_next, None if z is None else z[:, :, sl],
                                           split, channels, proj)
                 if not step.projects:
-                    xg, xg_mean = dc(xg, xg_mean, sl)
+                    xg, xg_mean = dc(xg, xg_mean, sl, sigma)
             if split:
                 x_new[:, sl], x_mean_new[:, sl] = xg, xg_mean
             else:
@@ -285,6 +293,13 @@ def _t_start(settings: SamplerSettings) -> float:
         return t
     span = (settings.N - 1) * math.log(ratio) / math.log(settings.sigma_max / settings.sigma_min)
     return min(t, settings.eps + span)
+
+
+def noise_levels(sde, timesteps: torch.Tensor) -> list[float] | None:
+    """sigma(t) of the VE-SDE at each time of the grid; None for other SDEs (no single noise level)."""
+    if not isinstance(sde, sde_lib.VESDE):
+        return None
+    return sde.marginal_prob(torch.zeros_like(timesteps), timesteps)[1].tolist()
 
 
 def sigma_start(settings: SamplerSettings, sde) -> float:

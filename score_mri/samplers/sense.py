@@ -24,11 +24,13 @@ The sampler table (``score_mri.samplers.table.SAMPLERS``) lists these samplers.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from score_mri.physics.noise import estimate_noise_std, map_weight
 from score_mri.physics.operators import SENSE, LinearOperator
 from score_mri.physics.phase import (PhaseDemodulated, clip_magnitude, demodulate, estimate_phase, modulate,
                                     smooth_residual)
@@ -46,11 +48,22 @@ class SenseCG(LinearOperator):
     data nor CG constrain the image; the projection sets it to zero there, as a SENSE reconstruction does.
     """
 
-    def __init__(self, op: SENSE, gamma: float, n_iter: int):
+    def __init__(self, op: SENSE, gamma: float, n_iter: int, noise_std: torch.Tensor | None = None):
         self.op, self.gamma, self.n_iter = op, float(gamma), int(n_iter)
         self.mask = op.mask
+        self.noise_std = noise_std          # [B] measurement noise per k-space sample, or None (fixed gamma)
+        self.weight: float | torch.Tensor = self.gamma
         energy = torch.sum(torch.abs(op.sens) ** 2, dim=1, keepdim=True)          # [B, 1, H, W]
         self.support = (energy > 1e-3 * energy.max()).to(energy.dtype)
+
+    def at_noise_level(self, sigma: float) -> "SenseCG":
+        """This operator with the prior estimate weighted for noise level sigma: max(gamma, (s / sigma)^2)
+        with s the measurement noise (``noise.map_weight``); itself when no noise level is known."""
+        if self.noise_std is None:
+            return self
+        other = copy.copy(self)
+        other.weight = map_weight(self.gamma, self.noise_std, sigma)
+        return other
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """mask * fft2c(S_c x)."""
@@ -61,8 +74,12 @@ class SenseCG(LinearOperator):
         return self.op.A_H(y)
 
     def project(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat, started at x_hat; 0 off the support."""
-        return self.op.solve(x_hat, y, self.gamma, self.n_iter) * self.support
+        """``n_iter`` CG steps on (A^H A + gamma I) x = A^H y + gamma x_hat, started at x_hat; 0 off the support
+        (gamma: the weight of :meth:`at_noise_level`, else the fixed one)."""
+        weight = self.weight
+        if isinstance(weight, torch.Tensor):
+            weight = weight.to(device=x_hat.device, dtype=x_hat.real.dtype)
+        return self.op.solve(x_hat, y, weight, self.n_iter) * self.support
 
     def restrict(self, sl: slice) -> "SenseCG":
         """The state is one image: every coil slice is the whole operator."""
@@ -137,7 +154,16 @@ def _run_phase(alg: StateAlgorithm, model, base_op, phase_op, y: torch.Tensor, s
     m = smooth_residual(result.x, settings.residual_smoothing)
     if settings.nonnegative and settings.complex_mode == "phase_ri":
         m = clip_magnitude(m)
-    return Result(state.remodulate(m, y), result.network_calls)
+    final = state.at_noise_level(settings.sigma_min)  # the last estimate's noise level (noise-weighted SENSE)
+    return Result(final.remodulate(m, y), result.network_calls)
+
+
+def measurement_noise(op: SENSE, y: torch.Tensor, settings: SamplerSettings) -> torch.Tensor | None:
+    """The noise level that weights the data consistency: estimated from y with ``settings.noise_weighting``
+    'auto' (``noise.estimate_noise_std``), None when 'off' or when the operator has no Cartesian mask."""
+    if settings.noise_weighting == "off" or op.mask is None:
+        return None
+    return estimate_noise_std(y, op.mask)
 
 
 def sample_sense(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *,
@@ -146,7 +172,7 @@ def sample_sense(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *
     if not isinstance(op, SENSE):
         raise ValueError("the SENSE sampler needs a SENSE operator (coil maps and mask)")
     _check(settings, "the SENSE sampler")
-    cg = SenseCG(op, settings.gamma, settings.cg_iters)
+    cg = SenseCG(op, settings.gamma, settings.cg_iters, noise_std=measurement_noise(op, y, settings))
     if settings.complex_mode != "ri":
         return _run_phase(PHASE_ALGORITHMS["sense"][settings.complex_mode], model, cg, op, y, settings, generator,
                           callback)

@@ -1,0 +1,129 @@
+"""Noise-weighted SENSE data consistency: the noise estimate, the MAP weight, and their wiring into the loop."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sampling
+from score_mri.physics import noise
+from score_mri.physics.operators import SENSE, SingleCoilCartesian
+from score_mri.samplers.pc_loop import time_grid
+from score_mri.samplers.sense import SenseCG
+from test_sampling import ToyGaussianScore, coil_maps, column_mask, smooth_image
+
+SIZE = 64
+
+
+def noisy_kspace(std: float, n_coils: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, SENSE]:
+    """(y, mask, op): a smooth image seen by toy coils through a column mask, plus complex white noise of
+    standard deviation ``std`` per k-space sample."""
+    g = torch.Generator().manual_seed(seed)
+    mask = column_mask(SIZE, SIZE, seed)
+    op = SENSE(coil_maps(n_coils, SIZE, SIZE), mask)
+    x = smooth_image(SIZE, SIZE).to(torch.complex64)
+    n = torch.complex(torch.randn(1, n_coils, SIZE, SIZE, generator=g),
+                      torch.randn(1, n_coils, SIZE, SIZE, generator=g)) * (std / math.sqrt(2))
+    return op.A(x) + mask * n, mask, op
+
+
+@pytest.mark.parametrize("std", [0.005, 0.02, 0.1])
+def test_noise_estimate_recovers_white_noise_on_a_smooth_image(std):
+    y, mask, _ = noisy_kspace(std)
+    assert float(noise.estimate_noise_std(y, mask)[0]) == pytest.approx(std, rel=0.15)
+
+
+def test_noise_estimate_is_small_on_noise_free_data_and_scales_with_the_data():
+    y, mask, _ = noisy_kspace(0.0)
+    clean = float(noise.estimate_noise_std(y, mask)[0])
+    assert clean < 0.25 * float(noise.estimate_noise_std(noisy_kspace(0.005)[0], mask)[0])
+    y, mask, _ = noisy_kspace(0.02)
+    torch.testing.assert_close(noise.estimate_noise_std(7.0 * y, mask), 7.0 * noise.estimate_noise_std(y, mask))
+
+
+def test_noise_estimate_per_batch_item_and_empty_mask():
+    y1, mask, _ = noisy_kspace(0.01, seed=1)
+    y2, _, _ = noisy_kspace(0.04, seed=1)
+    est = noise.estimate_noise_std(torch.cat([y1, y2]), mask)
+    assert est.shape == (2,) and est[1] > 3 * est[0]
+    assert float(noise.estimate_noise_std(y1, torch.zeros_like(mask))[0]) == 0.0
+    with pytest.raises(ValueError):
+        noise.estimate_noise_std(y1, mask, fraction=0.0)
+
+
+def test_map_weight_is_the_variance_ratio_with_gamma_as_floor():
+    s = torch.tensor([0.0, 0.02, 0.1])
+    w = noise.map_weight(0.1, s, 0.05)
+    assert w.shape == (3, 1, 1, 1)
+    torch.testing.assert_close(w.flatten(), torch.tensor([0.1, 0.16, 4.0], dtype=torch.float64))
+    with pytest.raises(ValueError):
+        noise.map_weight(0.1, s, 0.0)
+
+
+def test_noise_weighted_solve_is_the_map_estimate():
+    """Converged, the weighted CG step minimises ||A x - y||^2 / s^2 + ||x - x_hat||^2 / sigma^2."""
+    y, mask, op = noisy_kspace(0.05)
+    s, sigma = noise.estimate_noise_std(y, mask), 0.02
+    op = SENSE(op.sens.to(torch.complex128), mask.double())
+    y = y.to(torch.complex128)
+    cg = SenseCG(op, 0.1, 300, noise_std=s)
+    at = cg.at_noise_level(sigma)
+    assert at is not cg and cg.weight == 0.1                                 # the original keeps its gamma
+    x_hat = smooth_image(SIZE, SIZE).to(torch.complex128) * 0.9
+    x = at.project(x_hat, y)
+    w = float(s[0]) ** 2 / sigma ** 2
+    assert w > 1.0                                                           # the noise dominates gamma here
+    grad = (op.A_H(op.A(x) - y) + w * (x - x_hat)) * at.support             # the MAP objective's gradient
+    assert float(torch.linalg.vector_norm(grad)) < 1e-6 * float(torch.linalg.vector_norm(op.A_H(y)))
+    assert SenseCG(op, 0.1, 5).at_noise_level(sigma).weight == 0.1          # no noise level: gamma fixed
+
+
+class RecordingCartesian(SingleCoilCartesian):
+    """A single-coil operator that records the noise levels the loop hands it."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__(mask)
+        self.levels: list[float] = []
+
+    def at_noise_level(self, sigma: float):
+        self.levels.append(sigma)
+        return self
+
+    def restrict(self, sl: slice):
+        return self
+
+
+@pytest.mark.parametrize("predictor,corrector", [("dds", "none"), ("reverse_diffusion", "langevin")])
+def test_loop_hands_each_data_consistency_the_noise_level_of_its_time(predictor, corrector):
+    mu = smooth_image(16, 16)
+    op = RecordingCartesian(column_mask(16, 16, 0))
+    y = op.A(mu.to(torch.complex64))
+    s = sampling.SamplerSettings(N=10, predictor=predictor, corrector=corrector)
+    sampling.get_sampler("complex")(ToyGaussianScore(mu, 0.1), op, y, s, generator=torch.Generator().manual_seed(0))
+    sde = s.make_sde()
+    t = time_grid(s, torch.device("cpu"))                                   # dds: a lowered start
+    expected = sde.marginal_prob(torch.zeros_like(t), t)[1].tolist()
+    per_step = len(op.levels) // s.N
+    assert per_step >= 2 and len(op.levels) == per_step * s.N             # every DC of every step gets one
+    assert op.levels == pytest.approx([e for e in expected for _ in range(per_step)], rel=1e-5)
+
+
+def test_setting_is_checked_read_from_the_config_and_off_by_default():
+    assert sampling.SamplerSettings().noise_weighting == "off"
+    with pytest.raises(ValueError, match="noise_weighting"):
+        sampling.SamplerSettings(noise_weighting="on")
+    from score_mri.config import load_config
+    config = load_config("configs/ve/colin27_ncsnpp_small.py")
+    assert sampling.SamplerSettings.from_config(config).noise_weighting == "auto"
+
+
+def test_auto_weighting_leaves_noise_free_sense_unchanged_and_changes_noisy_sense():
+    """Noise-free data: the estimate is far below gamma * sigma_min^2, so the result is bit-identical."""
+    model = ToyGaussianScore(smooth_image(SIZE, SIZE), 0.1)
+    base = sampling.SamplerSettings(N=4, predictor="dds", corrector="none", complex_mode="phase_ri")
+    for std, same in ((0.0, True), (0.05, False)):
+        y, mask, op = noisy_kspace(std)
+        runs = [sampling.get_sampler("sense")(model, op, y, base.replace(noise_weighting=m),
+                                              generator=torch.Generator().manual_seed(0)).x for m in ("off", "auto")]
+        assert torch.equal(runs[0], runs[1]) == same
