@@ -53,6 +53,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "operators": ("score_mri.physics.operators", "operators"),
     "sens_maps": ("score_mri.physics.sens_maps", "sens_maps"),
     "phase": ("score_mri.physics.phase",),
+    "sense": ("score_mri.samplers.sense",),
     "perf": ("score_mri.perf", "perf"),
     "sde": ("sde_lib", "score_mri.sde"),
     "utils": ("utils", "score_mri.utils"),
@@ -201,6 +202,7 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
     record = {"config": _display(prior.config), "path": _display(prior.path), "precision": prior.precision,
               "complex_mode": prior.complex_mode or str(config.sampling.get("complex_mode", "ri")),
               "residual_smoothing": defaults.residual_smoothing, "t0": 1.0 if defaults.t0 is None else defaults.t0,
+              "noise_weighting": defaults.noise_weighting,
               "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
@@ -257,8 +259,11 @@ class Case:
         return self.mask[0, 0].numpy()
 
 
-def make_cases(images: list[Image], kinds: list[str], complex_names: list[str], seed: int) -> list[Case]:
-    """Real cases for every image; complex and 8-coil cases for ``complex_names`` (same mask per image)."""
+def make_cases(images: list[Image], kinds: list[str], complex_names: list[str], seed: int,
+               coil_noise: float = 0.0) -> list[Case]:
+    """Real cases for every image; complex and 8-coil cases for ``complex_names`` (same mask per image).
+    ``coil_noise``: standard deviation of complex white noise added to each 8-coil case's coil images (seeded
+    per image; the ground truth stays the noise-free root-sum-of-squares), as in a real multi-coil scan."""
     recon, classical, phase = (project_module(k) for k in ("recon", "classical", "phase"))
     cases = []
     for i, im in enumerate(images):
@@ -276,6 +281,10 @@ def make_cases(images: list[Image], kinds: list[str], complex_names: list[str], 
                 if kind == "coil8":
                     x = (classical.simulated_sens(N_COILS, im.x.shape) * x[None]).astype(np.complex64)
             gt = classical.root_sum_of_squares(x) if x.ndim == 3 else np.abs(x)
+            if kind == "coil8" and coil_noise > 0:
+                rng = np.random.default_rng(1_000_003 + s)
+                noise = rng.standard_normal((2, *x.shape)) * (coil_noise / np.sqrt(2))
+                x = (x + noise[0] + 1j * noise[1]).astype(np.complex64)
             cases.append(Case(kind, im, x, gt.astype(np.float32), mask, s))
     return cases
 
@@ -332,11 +341,13 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
         sens = torch.from_numpy(sens_maps.espirit(y[0].cpu().numpy(), utils.calib_width(case.mask2d)))[None]
         extra_s = time.time() - tic
         op, sampler = operators.SENSE(sens.to(device), mask), "sense"
+        sense = project_module("sense")  # the start the sampler takes (clean data: settings.t0_clean)
+        start = sense.start_settings(op, y, settings, sense.measurement_noise(op, y, settings)).t0
     else:
         settings = sampler_settings(config, N, device, coils=False, **overrides)
         op = operators.SingleCoilCartesian(mask)
         y = op.A(xt)
-        sampler = "real" if case.kind == "real" else "complex"
+        sampler, start = ("real" if case.kind == "real" else "complex"), settings.t0
     rec = recon.reconstruct(model, sampler, op, y, settings,
                             generator=torch.Generator(device=device).manual_seed(case.seed),
                             inverse_scaler=utils.get_data_inverse_scaler(config))
@@ -344,7 +355,7 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
             "network_calls": rec.network_calls, "N": settings.N, "predictor": str(settings.predictor),
             "corrector": str(settings.corrector), "complex_mode": settings.complex_mode,
             "residual_smoothing": settings.residual_smoothing, "nonnegative": settings.nonnegative,
-            "t0": 1.0 if settings.t0 is None else settings.t0}
+            "t0": 1.0 if start is None else start}
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -393,6 +404,11 @@ def _smoothing(record: dict[str, Any], result: dict[str, Any]) -> str:
     return f" (residual smoothing {s:g} px)" if record.get("complex_mode") == "phase_ri" and s else ""
 
 
+def _weighting(record: dict[str, Any], result: dict[str, Any]) -> str:
+    """', noise-weighted SENSE' where the SENSE data consistency is weighted by the estimated noise, else ''."""
+    return ", noise-weighted SENSE" if _in_effect(record, result, "noise_weighting", "off") == "auto" else ""
+
+
 def _start(record: dict[str, Any], result: dict[str, Any]) -> str:
     """Where sampling starts: 'noise (t = 1)' or 't0 T (noised zero-filled)'."""
     t0 = _in_effect(record, result, "t0", 1.0)
@@ -416,7 +432,8 @@ def markdown(result: dict[str, Any]) -> str:
     for name, c in result["checkpoints"].items():
         f = c["file"]
         lines.append(f"| {name} | {f['config']} | {f['path']} | {f.get('precision', 'fp32')} | "
-                     f"{f.get('complex_mode', '-')}{_smoothing(f, result)} | {_start(f, result)} | {f['step']} | "
+                     f"{f.get('complex_mode', '-')}{_smoothing(f, result)}{_weighting(f, result)} | "
+                     f"{_start(f, result)} | {f['step']} | "
                      f"{f['ema_weights']} | "
                      f"{f['training_snapshot']} | {f['size_MB']} | {f['sha256_16']} |")
     lines += ["", "## Held-out denoising score-matching loss", "",
@@ -429,7 +446,10 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {data} | " + " | ".join(_fmt(d.get(s), 4) for s in sig) + " |")
     kinds = list(dict.fromkeys(r["kind"] for r in result["rows"]))
     lines += ["", "## Reconstruction (gaussian1d x4)", "",
-              "Cells: mean PSNR (dB) / SSIM, in brackets the mean difference to BART pics-l1 on the same images.",
+              "Cells: mean PSNR (dB) / SSIM, in brackets the mean difference to BART pics-l1 on the same images."
+              + (f" 8-coil cases: complex white noise of std {st['coil_noise']:g} added to every coil image (images "
+                 "scaled to max 1; ground truth noise-free; BART's lambda stays the noise-free one)."
+                 if st.get("coil_noise") else ""),
               "", "| method | " + " | ".join(f"{k} ({result['images_per_kind'][k]} img)" for k in kinds)
               + " | s / recon | calls |", "|---|" + "---|" * (len(kinds) + 2)]
 
@@ -508,6 +528,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--t0", type=float, default=None,
                    help="override every config's start time: 1 samples from noise, t0 < 1 starts from the noised "
                         "zero-filled image at sigma(t0)")
+    p.add_argument("--noise_weighting", choices=("auto", "off"), default=None,
+                   help="override every config's sampling.noise_weighting (SENSE data consistency weighted by the "
+                        "noise estimated from the outer measured k-space)")
+    p.add_argument("--coil_noise", type=float, default=0.0, metavar="STD",
+                   help="complex white noise of this standard deviation added to the 8-coil cases' coil images "
+                        "(images scaled to max 1; the ground truth stays noise-free)")
     p.add_argument("--no_recon", action="store_true", help="denoising loss only")
     p.add_argument("--no_bart", action="store_true", help="skip BART even when it is on PATH")
     p.add_argument("--seed", type=int, default=0, help="noise and mask seed")
@@ -535,7 +561,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling settings this run overrides for every checkpoint (None: the config's)."""
-    return {k: getattr(args, k) for k in ("residual_smoothing", "nonnegative", "t0")}
+    return {k: getattr(args, k) for k in ("residual_smoothing", "nonnegative", "t0", "noise_weighting")}
 
 
 def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], kinds: list[str],
@@ -555,7 +581,7 @@ def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], k
         "command": "python benchmarks/prior_quality.py " + " ".join(sys.argv[1:]) if argv_is_cli() else None,
         "settings": {"sigmas": list(args.sigmas), "mask": f"{MASK_TYPE} x{ACC:g} (centre {CENTER_FRACTION}; "
                                                           f"complex / coil cases max({CENTER_FRACTION}, 14 / size))",
-                     "N": args.N, **run_overrides(args), "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
+                     "N": args.N, **run_overrides(args), "coil_noise": args.coil_noise, "seed": args.seed, "size": args.size, "quick": args.quick, "kinds": kinds,
                      "complex_images": complex_names, "n_coils": N_COILS, "bart": bart,
                      "bart_lambda": classical.BART_LAMBDA, "data_root": str(args.data_root)},
         "images": [{"name": im.name, "source": im.source, "shape": list(im.x.shape)} for im in images],
@@ -591,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = recon_names - {im.name for im in images}
     if unknown:
         raise SystemExit(f"--recon_images / --complex_images: not among the loaded images: {sorted(unknown)}")
-    cases = [c for c in make_cases(images, kinds, complex_names, args.seed)
+    cases = [c for c in make_cases(images, kinds, complex_names, args.seed, args.coil_noise)
              if c.image.name in recon_names and (c.kind != "real" or not args.recon_images
                                                  or c.image.name in args.recon_images)]
     log(f"{len(images)} images, {len(cases)} reconstruction cases, {len(args.ckpt)} checkpoints")

@@ -10,6 +10,7 @@ import sampling
 from score_mri.physics import noise
 from score_mri.physics.operators import SENSE, SingleCoilCartesian
 from score_mri.samplers.pc_loop import time_grid
+from score_mri.samplers import sense
 from score_mri.samplers.sense import SenseCG
 from test_sampling import ToyGaussianScore, coil_maps, column_mask, smooth_image
 
@@ -127,3 +128,27 @@ def test_auto_weighting_leaves_noise_free_sense_unchanged_and_changes_noisy_sens
         runs = [sampling.get_sampler("sense")(model, op, y, base.replace(noise_weighting=m),
                                               generator=torch.Generator().manual_seed(0)).x for m in ("off", "auto")]
         assert torch.equal(runs[0], runs[1]) == same
+
+
+def test_clean_data_start_nearer_the_data_noisy_data_from_noise():
+    base = sampling.SamplerSettings(N=4, predictor="dds", corrector="none", noise_weighting="auto", t0_clean=0.65)
+    for std, t0 in ((0.0, 0.65), (0.05, None)):
+        y, mask, op = noisy_kspace(std)
+        s = sense.measurement_noise(op, y, base)
+        assert (sense.relative_noise(op, y, s) < sense.CLEAN_NOISE) == (t0 is not None)
+        assert sense.start_settings(op, y, base, s).t0 == t0
+        assert sense.start_settings(op, y, base.replace(t0=0.9), s).t0 == 0.9        # an asked-for start wins
+    assert sense.measurement_noise(op, y, base.replace(noise_weighting="off")) is None
+    assert sense.start_settings(op, y, base, None).t0 is None                        # no estimate: from noise
+    with pytest.raises(ValueError, match="t0_clean"):
+        sampling.SamplerSettings(t0_clean=1.5)
+
+
+def test_cli_reads_the_clean_start_from_the_config_and_no_fast_turns_it_off():
+    from score_mri.cli import flags
+    from score_mri.config import load_config
+    config = load_config("configs/ve/colin27_ncsnpp_small.py")
+    for argv, expected in (([], 0.65), (["--no-fast"], None), (["--t0", "0.8"], 0.65)):
+        args = flags.build_parser("t").parse_args(["--data", "-", *argv])
+        settings = flags.resolve(args, config)[0]
+        assert settings.t0_clean == expected and settings.noise_weighting == "auto"

@@ -210,7 +210,8 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
     try:
         settings = sampling.SamplerSettings.from_config(
             config, coils=coils, N=int(N), snr=float(snr), n_steps=int(m), t0=float(t0) if fast else None,
-            faithful=bool(args.faithful), **{k: v for k, v in flags.items() if v is not None}, **extra)
+            faithful=bool(args.faithful), **{k: v for k, v in flags.items() if v is not None},
+            **({"t0_clean": None} if args.fast is False else {}), **extra)
         sampling.get_predictor(settings.predictor), sampling.get_corrector(settings.corrector)
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -48,7 +48,8 @@ class SamplerSettings:
     complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts), 'phase' or 'phase_ri'
     residual_smoothing: float = 0.0            # phase_ri: Gaussian std (pixels) for the final imaginary residual
     nonnegative: bool = False                  # Algorithm 2 and phase_ri: final magnitude clipped at 0, then DC
-    noise_weighting: str = "off"               # SENSE + dds: 'auto' weights the estimate by the measured noise
+    noise_weighting: str = "off"               # SENSE: 'auto' weights the estimate by the measured noise
+    t0_clean: float | None = None              # SENSE, 'auto': start here when the data are clean (t0 unset)
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -74,8 +75,10 @@ class SamplerSettings:
             raise ValueError(f"residual_smoothing must be a finite number >= 0, got {self.residual_smoothing}")
         if self.noise_weighting not in ("off", "auto"):
             raise ValueError(f"noise_weighting must be 'off' or 'auto', got {self.noise_weighting!r}")
-        if self.t0 is not None and not self.eps < float(self.t0) <= 1.0:
-            raise ValueError(f"t0 must lie in (eps, T] = ({self.eps}, 1.0], got {self.t0}")
+        for name in ("t0", "t0_clean"):
+            t = getattr(self, name)
+            if t is not None and not self.eps < float(t) <= 1.0:
+                raise ValueError(f"{name} must lie in (eps, T] = ({self.eps}, 1.0], got {t}")
 
     @classmethod
     def from_config(cls, config: Any, *, coils: bool = False, **overrides: Any) -> "SamplerSettings":
@@ -98,7 +101,8 @@ class SamplerSettings:
             cg_iters=int(get("cg_iters", 5)), gamma=float(get("gamma", 0.1)),
             complex_mode=str(get("complex_mode", "ri")),
             residual_smoothing=float(get("residual_smoothing", 0.0)), nonnegative=bool(get("nonnegative", False)),
-            noise_weighting=str(get("noise_weighting", "off")))
+            noise_weighting=str(get("noise_weighting", "off")),
+            t0_clean=None if get("t0_clean", None) is None else float(get("t0_clean", None)))
         if get("m_steps", None) is not None:
             values["m_steps"] = int(get("m_steps", None))
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
