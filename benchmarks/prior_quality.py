@@ -202,7 +202,7 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
     record = {"config": _display(prior.config), "path": _display(prior.path), "precision": prior.precision,
               "complex_mode": prior.complex_mode or str(config.sampling.get("complex_mode", "ri")),
               "residual_smoothing": defaults.residual_smoothing, "t0": 1.0 if defaults.t0 is None else defaults.t0,
-              "noise_weighting": defaults.noise_weighting,
+              "noise_weighting": defaults.noise_weighting, "t0_clean": defaults.t0_clean,
               "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
@@ -412,7 +412,10 @@ def _weighting(record: dict[str, Any], result: dict[str, Any]) -> str:
 def _start(record: dict[str, Any], result: dict[str, Any]) -> str:
     """Where sampling starts: 'noise (t = 1)' or 't0 T (noised zero-filled)'."""
     t0 = _in_effect(record, result, "t0", 1.0)
-    return "noise (t = 1)" if t0 >= 1 else f"t0 {t0:g} (noised zero-filled)"
+    if t0 < 1:
+        return f"t0 {t0:g} (noised zero-filled)"
+    clean = record.get("t0_clean") if _in_effect(record, result, "noise_weighting", "off") == "auto" else None
+    return "noise (t = 1)" + (f"; SENSE on clean data t0 {clean:g}" if clean is not None else "")
 
 
 def markdown(result: dict[str, Any]) -> str:

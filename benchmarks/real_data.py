@@ -200,10 +200,17 @@ def _our_row(case: dict, images: dict, ref: np.ndarray, method: str, data: Path,
            "sampler_seconds": record["seconds"], "network_calls": record["network_calls"],
            "settings": " ".join(f"N={record['N']} {record['predictor']}/{record['corrector']} "
                                 f"{'' if record.get('t0') is None else 't0=%g' % record['t0']} "
-                                f"{record.get('complex_mode', '')} {note}".split()),
-           "cli_metrics": record.get("recon")}
+                                f"{record.get('complex_mode', '')} {_weighting(record)} {note}".split()),
+           "relative_noise": record.get("relative_noise"), "cli_metrics": record.get("recon")}
     _print(row)
     return [row]
+
+
+def _weighting(record: dict) -> str:
+    """'noise-weighted (noise X %)' for a SENSE run whose data consistency is weighted by the estimated noise."""
+    if record.get("noise_weighting") != "auto" or record.get("relative_noise") is None:
+        return ""
+    return f"noise-weighted (noise {100 * record['relative_noise']:.2g} %)"
 
 
 def _print(row: dict) -> None:

@@ -306,5 +306,8 @@ def _save(args, settings, opts, problem: Problem, kind: str, root: Path, rec, ct
                    f"{recon_m['ssim']:.2f} SSIM")
     else:
         summary = f"{name}: recon (no label)"
-    print(f"{summary} in {rec.seconds:.0f} s ({rec.network_calls} network calls) -> {root}")
+    noise = record.get("relative_noise")
+    start = "" if noise is None else (f"; noise {100 * noise:.2g} % of the peak, start "
+                                      f"{'t = 1' if record.get('t0') is None else 't0 %g' % record['t0']}")
+    print(f"{summary} in {rec.seconds:.0f} s ({rec.network_calls} network calls{start}) -> {root}")
     return record

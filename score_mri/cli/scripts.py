@@ -41,7 +41,9 @@ Example: python inference_multi-coil_hybrid.py --data 001 --mask_type gaussian1d
 """
 _SENSE_DOC = """SENSE sampler (beyond the paper): one complex image, A x = M F (S_c x), ESPIRiT maps from the measured
 calibration region, one network call per step whatever the coil count, and data consistency by a few
-conjugate-gradient steps on (A^H A + gamma I) x = A^H y + gamma x_hat.
+conjugate-gradient steps on (A^H A + gamma I) x = A^H y + gamma x_hat. With --noise_weighting auto (the
+embedded default) gamma grows as (noise / sigma)^2 at the late noise levels sigma, the noise estimated from the
+outermost measured k-space; clean data start at config.sampling.t0_clean (--no-fast: from noise).
 
 Example: python inference_multi-coil_SENSE.py --data 001 --mask_type uniform1d --acc_factor 8 --cg_iters 5
 """

@@ -5,7 +5,11 @@
   predictor/corrector step whatever the coil count (2 images: real and imaginary part; 1 in phase mode);
   data consistency by ``settings.cg_iters`` conjugate-gradient steps on (A^H A + gamma I) x = A^H y +
   gamma x_hat, warm-started at the step's estimate x_hat (``operators.SENSE.solve``). It is also the
-  ``project`` of projecting predictors (the decomposed sampler).
+  ``project`` of projecting predictors (the decomposed sampler). With ``settings.noise_weighting = 'auto'``
+  the measurement noise s is estimated from the outermost measured k-space (``physics.noise``) and a state
+  at noise level sigma is weighted by max(gamma, (s / sigma)^2), the maximum a posteriori weight: noisy data
+  no longer pull the late, nearly clean estimates back towards their noise. Clean data (relative noise below
+  ``CLEAN_NOISE``) start at ``settings.t0_clean`` when no start was asked for.
 * ``settings.complex_mode = 'phase'`` for ``'complex'`` (Algorithm 3), ``'ssos'``/``'hybrid'`` (Algorithms
   4-5, one phase per coil image) and ``'sense'``: the state is the real demodulated image m = Re(x exp(-i
   phi)), phi estimated from the measured k-space centre only (``phase.estimate_phase``). The real-valued prior
