@@ -152,3 +152,12 @@ def test_cli_reads_the_clean_start_from_the_config_and_no_fast_turns_it_off():
         args = flags.build_parser("t").parse_args(["--data", "-", *argv])
         settings = flags.resolve(args, config)[0]
         assert settings.t0_clean == expected and settings.noise_weighting == "auto"
+
+
+def test_zero_padded_kspace_is_not_read_as_clean_data():
+    """Measured-but-zero samples (a zero-padded readout under a column mask) do not drag the estimate to 0."""
+    y, mask, _ = noisy_kspace(0.02)
+    padded = y.clone()
+    padded[..., :SIZE // 4, :] = 0                          # the outer quarter of the rows: zero-padded
+    padded[..., -SIZE // 4:, :] = 0
+    assert float(noise.estimate_noise_std(padded, mask)[0]) == pytest.approx(0.02, rel=0.2)

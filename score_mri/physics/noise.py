@@ -35,12 +35,14 @@ def estimate_noise_std(y: torch.Tensor, mask: torch.Tensor, fraction: float = OU
     """Per batch item, the standard deviation s of complex white noise per k-space sample [B] (y's units).
 
     Per coil, s_c^2 = median(|y|^2) / ln 2 over the outermost ``fraction`` of the measured samples; the
-    result is sqrt(mean_c s_c^2). An item with no measured sample gets 0.
+    result is sqrt(mean_c s_c^2). Samples that are exactly zero in every coil are not measurements (zero-padded
+    k-space, e.g. a partial-Fourier or interpolated matrix: thermal noise is never exactly 0) and are left out.
+    An item with no measured sample gets 0.
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     B, C, H, W = y.shape
-    measured = torch.broadcast_to(mask != 0, (B, C, H, W)).any(dim=1)            # [B, H, W]
+    measured = (torch.broadcast_to(mask != 0, (B, C, H, W)) & (y != 0)).any(dim=1)  # [B, H, W]
     radius = _radius(H, W, y.device)
     out = torch.zeros(B, dtype=torch.float64)
     for b in range(B):
