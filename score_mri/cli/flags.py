@@ -80,9 +80,10 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--gamma", type=finite_float, default=None,
                    help="SENSE data consistency: weight of the prior's estimate (default: config, else 0.1)")
     p.add_argument("--noise_weighting", choices=("auto", "off"), default=None,
-                   help="SENSE sampler with --predictor dds: 'auto' estimates the measurement noise from the "
-                        "outermost measured k-space and weights the prior's estimate in each data-consistency "
-                        "solve by (noise / sigma)^2 (at least --gamma); 'off' keeps --gamma fixed (default: "
+                   help="SENSE sampler: 'auto' estimates the measurement noise from the outermost measured "
+                        "k-space and weights the prior's estimate at noise level sigma in each data-consistency "
+                        "solve by (noise / sigma)^2 (at least --gamma), and starts clean data at "
+                        "config.sampling.t0_clean; 'off' keeps --gamma fixed (default: "
                         "config.sampling.noise_weighting, else off)")
     p.add_argument("--complex_mode", choices=("ri", "phase", "phase_ri"), default=None,
                    help="complex data: 'ri' real/imaginary parts through the prior (the paper); 'phase' the real "
