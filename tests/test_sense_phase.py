@@ -291,3 +291,28 @@ def test_nonnegative_clips_phase_ri_before_the_final_data_consistency(mode, monk
     assert m.real.min() < 0                                             # the test has something to clip
     torch.testing.assert_close(clipped, state.remodulate(phase_mod.clip_magnitude(m), y))
     assert not torch.allclose(clipped, plain)
+
+
+def test_finish_after_dc_smooths_and_clips_the_final_image_of_the_complex_sampler(monkeypatch):
+    """finish_after_dc: the output is the final data-consistent image, demodulated, finished once more."""
+    from score_mri.samplers import sense as sense_mod
+    model, mask, phi, x, y = complex_problem()
+    base = sampling.SamplerSettings(N=3, complex_mode="phase_ri", residual_smoothing=1.0, nonnegative=True)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    exact = sampling.get_sampler("complex")(model, SingleCoilCartesian(mask), y, base, generator=g()).x
+    after = sampling.get_sampler("complex")(model, SingleCoilCartesian(mask), y, base.replace(finish_after_dc=True),
+                                            generator=g()).x
+    phi_hat = estimate_phase(SingleCoilCartesian(mask), y, mask)
+    m = sense_mod._finish_residual(sense_mod.demodulate(exact, phi_hat), base)
+    torch.testing.assert_close(after, modulate(m, phi_hat))
+    assert float(sense_mod.demodulate(after, phi_hat).real.min()) > -1e-6               # the clip holds at the end
+    # the exact run keeps the measured k-space, the finished one departs from it
+    op = SingleCoilCartesian(mask)
+    assert float(torch.linalg.vector_norm(op.A(exact) - y)) < 1e-3 * float(torch.linalg.vector_norm(y))
+    assert float(torch.linalg.vector_norm(op.A(after) - y)) > 1e-3 * float(torch.linalg.vector_norm(y))
+    # SENSE keeps its final data consistency last, whatever the setting
+    model, sop, sy, _ = sense_problem(4)
+    s = base.replace(cg_iters=2)
+    a = sampling.get_sampler("sense")(model, sop, sy, s, generator=g()).x
+    b = sampling.get_sampler("sense")(model, sop, sy, s.replace(finish_after_dc=True), generator=g()).x
+    assert torch.equal(a, b)

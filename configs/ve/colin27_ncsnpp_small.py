@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.gamma = 0.1                # SENSE sampler: weight of the prior's estimate in the CG system
     sampling.noise_weighting = 'auto'   # SENSE sampler: weight at least (noise / sigma)^2, noise from outer k-space
     sampling.t0_clean = 0.65            # SENSE sampler, 'auto': start here when the data are clean (README)
+    sampling.finish_after_dc = True     # complex sampler, phase_ri: smoothing and clip again after the final DC
     sampling.complex_mode = 'phase_ri'  # complex data: demodulated image, both parts (benchmarks/complex_multicoil.py)
     sampling.residual_smoothing = 1.0   # phase_ri: Gaussian std (pixels) on the final imaginary residual
     sampling.nonnegative = True         # real-valued (Algorithm 2): final image clipped at 0, then data consistency

@@ -93,6 +93,11 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
                    help="complex_mode phase_ri: std in pixels of the Gaussian that smooths the imaginary residual "
                         "of the demodulated image before the final data consistency; 0 keeps it as sampled "
                         "(default: config.sampling.residual_smoothing, else 0)")
+    p.add_argument("--finish_after_dc", action=argparse.BooleanOptionalAction, default=None,
+                   help="single-coil complex data, complex_mode phase_ri: smooth the imaginary residual and clip the "
+                        "real part once more after the final data consistency (less background noise; the output "
+                        "then no longer holds the measured k-space exactly); --no-finish_after_dc keeps the "
+                        "final data consistency last (default: config.sampling.finish_after_dc, else off)")
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="clip the final magnitude estimate at zero before the last data consistency: the image "
                         "of the real-valued algorithm, the real part of the demodulated image with complex_mode "
@@ -207,7 +212,7 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
         raise UserError(f"--t0 must be in (1e-5, 1], got {t0}")
     flags = {k: getattr(args, k, None) for k in ("predictor", "corrector", "eta", "grid", "cg_iters", "gamma",
                                                   "noise_weighting", "complex_mode", "residual_smoothing",
-                                                  "nonnegative")}
+                                                  "nonnegative", "finish_after_dc")}
     try:
         settings = sampling.SamplerSettings.from_config(
             config, coils=coils, N=int(N), snr=float(snr), n_steps=int(m), t0=float(t0) if fast else None,

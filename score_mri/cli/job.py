@@ -82,7 +82,8 @@ _NOT_IN_KEY = {"data", "slice", "save_dir", "overwrite", "quiet", "threads", "de
 _RESOLVED = {"N": "N", "m": "n_steps", "snr": "snr", "predictor": "predictor", "corrector": "corrector",
              "t0": "t0", "eta": "eta", "grid": "grid", "cg_iters": "cg_iters", "gamma": "gamma",
              "complex_mode": "complex_mode", "m_steps": "m_steps", "residual_smoothing": "residual_smoothing",
-             "nonnegative": "nonnegative", "noise_weighting": "noise_weighting"}
+             "nonnegative": "nonnegative", "noise_weighting": "noise_weighting",
+             "finish_after_dc": "finish_after_dc"}
 _WHOLE_HASH_BYTES = 64 << 20        # files up to this size are hashed whole; larger ones by size, mtime, ends
 _FINGERPRINTS: dict[tuple, str] = {}
 

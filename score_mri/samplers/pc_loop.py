@@ -50,6 +50,7 @@ class SamplerSettings:
     nonnegative: bool = False                  # Algorithm 2 and phase_ri: final magnitude clipped at 0, then DC
     noise_weighting: str = "off"               # SENSE: 'auto' weights the estimate by the measured noise
     t0_clean: float | None = None              # SENSE, 'auto': start here when the data are clean (t0 unset)
+    finish_after_dc: bool = False              # complex sampler, phase_ri: smooth and clip again after the final DC
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -102,7 +103,8 @@ class SamplerSettings:
             complex_mode=str(get("complex_mode", "ri")),
             residual_smoothing=float(get("residual_smoothing", 0.0)), nonnegative=bool(get("nonnegative", False)),
             noise_weighting=str(get("noise_weighting", "off")),
-            t0_clean=None if get("t0_clean", None) is None else float(get("t0_clean", None)))
+            t0_clean=None if get("t0_clean", None) is None else float(get("t0_clean", None)),
+            finish_after_dc=bool(get("finish_after_dc", False)))
         if get("m_steps", None) is not None:
             values["m_steps"] = int(get("m_steps", None))
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})

@@ -146,20 +146,29 @@ def _check(settings: SamplerSettings, what: str) -> None:
         raise ValueError(f"{what} is not part of the original code: not available with faithful=True")
 
 
+def _finish_residual(m: torch.Tensor, settings: SamplerSettings) -> torch.Tensor:
+    """phase_ri's final touch on the demodulated image: imaginary residual smoothed by
+    ``settings.residual_smoothing`` and, with ``settings.nonnegative``, the real part clipped at zero."""
+    m = smooth_residual(m, settings.residual_smoothing)
+    return clip_magnitude(m) if settings.nonnegative and settings.complex_mode == "phase_ri" else m
+
+
 def _run_phase(alg: StateAlgorithm, model, base_op, phase_op, y: torch.Tensor, settings: SamplerSettings,
-               generator: torch.Generator | None, callback: Callback | None, sense: SENSE | None = None) -> Result:
+               generator: torch.Generator | None, callback: Callback | None, sense: SENSE | None = None,
+               after_dc: bool = False) -> Result:
     """Run ``alg`` on m = Re(x exp(-i phi)) (phase_ri: m = x exp(-i phi)), phi from ``phase_op``'s tapered
-    centre; return P(m exp(i phi)), phase_ri's imaginary residual smoothed by ``settings.residual_smoothing``
-    and, with ``settings.nonnegative``, its real part clipped at zero."""
+    centre; return P(m exp(i phi)) with m finished by :func:`_finish_residual`. ``after_dc``: finish once more
+    after that final data consistency (the exact projection puts the measured samples' white noise back into
+    the residual; the output then no longer holds the measured k-space exactly)."""
     _check(settings, f"complex_mode={settings.complex_mode!r}")
     phi = estimate_phase(phase_op, y, base_op.mask)
     state = PhaseDemodulated(base_op, phi)
     result = run_algorithm(alg, model, _Problem(state, sense), y, settings, generator=generator, callback=callback)
-    m = smooth_residual(result.x, settings.residual_smoothing)
-    if settings.nonnegative and settings.complex_mode == "phase_ri":
-        m = clip_magnitude(m)
     final = state.at_noise_level(settings.sigma_min)  # the last estimate's noise level (noise-weighted SENSE)
-    return Result(final.remodulate(m, y), result.network_calls)
+    x = final.remodulate(_finish_residual(result.x, settings), y)
+    if after_dc and settings.complex_mode == "phase_ri":
+        x = modulate(_finish_residual(demodulate(x, phi), settings), phi)
+    return Result(x, result.network_calls)
 
 
 CLEAN_NOISE = 0.005  # relative noise (see relative_noise) below which data count as clean
@@ -221,7 +230,7 @@ def _with_phase_modes(name: str, paper: Callable[..., Result], doc: str) -> Call
             raise ValueError("Algorithm 5 needs a SENSE operator (coil maps and mask)")
         cart = op.fourier if isinstance(op, SENSE) else op
         return _run_phase(alg, model, cart, cart, y, settings, generator, callback,
-                          sense=op if alg.kaczmarz else None)
+                          sense=op if alg.kaczmarz else None, after_dc=name == "complex" and settings.finish_after_dc)
 
     sample.__name__, sample.__doc__ = f"sample_{name}", doc
     return sample
