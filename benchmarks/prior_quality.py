@@ -53,7 +53,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "operators": ("score_mri.physics.operators", "operators"),
     "sens_maps": ("score_mri.physics.sens_maps", "sens_maps"),
     "phase": ("score_mri.physics.phase",),
-    "sense": ("score_mri.samplers.sense",),
     "perf": ("score_mri.perf", "perf"),
     "sde": ("sde_lib", "score_mri.sde"),
     "utils": ("utils", "score_mri.utils"),
@@ -341,16 +340,15 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
         sens = torch.from_numpy(sens_maps.espirit(y[0].cpu().numpy(), utils.calib_width(case.mask2d)))[None]
         extra_s = time.time() - tic
         op, sampler = operators.SENSE(sens.to(device), mask), "sense"
-        sense = project_module("sense")  # the start the sampler takes (clean data: settings.t0_clean)
-        start = sense.start_settings(op, y, settings, sense.measurement_noise(op, y, settings)).t0
     else:
         settings = sampler_settings(config, N, device, coils=False, **overrides)
         op = operators.SingleCoilCartesian(mask)
         y = op.A(xt)
-        sampler, start = ("real" if case.kind == "real" else "complex"), settings.t0
+        sampler = "real" if case.kind == "real" else "complex"
     rec = recon.reconstruct(model, sampler, op, y, settings,
                             generator=torch.Generator(device=device).manual_seed(case.seed),
                             inverse_scaler=utils.get_data_inverse_scaler(config))
+    start = rec.info.get("t0", settings.t0)  # the start the sampler took (SENSE on clean data: t0_clean)
     return {**_metrics(case.gt, rec.image), "seconds": round(rec.seconds + extra_s, 2),
             "network_calls": rec.network_calls, "N": settings.N, "predictor": str(settings.predictor),
             "corrector": str(settings.corrector), "complex_mode": settings.complex_mode,

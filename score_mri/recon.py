@@ -13,7 +13,7 @@ format added once is available everywhere::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -110,6 +110,7 @@ class Reconstruction:
     samples: np.ndarray               # [K, H, W]
     network_calls: int
     seconds: float
+    info: dict = field(default_factory=dict)  # what the sampler decided from the data (``Result.info``)
 
 
 def reconstruct(model: torch.nn.Module, sampler: str, op, y: torch.Tensor, settings: sampling.SamplerSettings,
@@ -136,12 +137,13 @@ def reconstruct(model: torch.nn.Module, sampler: str, op, y: torch.Tensor, setti
         if callback is not None:
             outer = callback
             callback = lambda i, n, x: outer(i, n, padding.crop(x, shape))  # noqa: E731
-    samples, calls = [], 0
+    samples, calls, info = [], 0, {}
     tic = time.time()
     with torch.no_grad():
         for _ in range(num_samples):
             result = fn(model, op, y, settings, generator=generator, callback=callback)
             calls += result.network_calls
+            info = result.info                                             # the same data: the same decision
             samples.append(to_image(inverse_scaler(padding.crop(result.x, shape))))  # a real state stays real
     seconds = time.time() - tic
     stack = np.stack(samples)                                              # [K, H, W]
@@ -149,7 +151,7 @@ def reconstruct(model: torch.nn.Module, sampler: str, op, y: torch.Tensor, setti
         raise FloatingPointError("the reconstruction is not finite (NaN or Inf): nothing was written")
     std = stack.std(axis=0) if num_samples > 1 else None                   # complex: sqrt(mean |x - mean|^2)
     return Reconstruction(image=stack.mean(axis=0), std=std, samples=stack, network_calls=calls,
-                          seconds=seconds)
+                          seconds=seconds, info=info)
 
 
 def estimate_memory(config, shape: tuple[int, int], images_per_call: int) -> int:

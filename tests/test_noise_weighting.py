@@ -134,12 +134,12 @@ def test_clean_data_start_nearer_the_data_noisy_data_from_noise():
     base = sampling.SamplerSettings(N=4, predictor="dds", corrector="none", noise_weighting="auto", t0_clean=0.65)
     for std, t0 in ((0.0, 0.65), (0.05, None)):
         y, mask, op = noisy_kspace(std)
-        s = sense.measurement_noise(op, y, base)
-        assert (sense.relative_noise(op, y, s) < sense.CLEAN_NOISE) == (t0 is not None)
-        assert sense.start_settings(op, y, base, s).t0 == t0
-        assert sense.start_settings(op, y, base.replace(t0=0.9), s).t0 == 0.9        # an asked-for start wins
+        rel = sense.relative_noise(op, y, sense.measurement_noise(op, y, base))
+        assert (rel < sense.CLEAN_NOISE) == (t0 is not None)
+        assert sense.start_settings(base, rel).t0 == t0
+        assert sense.start_settings(base.replace(t0=0.9), rel).t0 == 0.9             # an asked-for start wins
     assert sense.measurement_noise(op, y, base.replace(noise_weighting="off")) is None
-    assert sense.start_settings(op, y, base, None).t0 is None                        # no estimate: from noise
+    assert sense.start_settings(base, None).t0 is None                                # no estimate: from noise
     with pytest.raises(ValueError, match="t0_clean"):
         sampling.SamplerSettings(t0_clean=1.5)
 

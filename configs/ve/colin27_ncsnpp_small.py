@@ -70,7 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
     sampling.grid = 've'                # geometric sigmas; 'edm' for Karras et al.'s rho = 7 grid
     # Start at t = 1. --fast --t0 0.65 gains on incoherent masks (held-out gaussian1d x4: real +0.2 dB, complex
     # +1.2, 8 coils +0.3) but loses on equispaced x8 masks (single-coil sample 001: up to -3 dB) and with the
-    # SENSE sampler on noisy data (-0.6 dB at noise 0.02): README, "Few-step mode".
+    # SENSE sampler on noisy data (-0.5 dB at noise 0.02; so SENSE takes it only on clean data, t0_clean below):
+    # README, "Few-step mode".
     sampling.fast = False               # --t0 < 1 starts from the noised zero-filled image
     sampling.t0 = 0.65                  # the start of --fast (measured: README, "Few-step mode")
     sampling.m_steps = 5                # hybrid: SENSE step every 5 of the 20 iterations

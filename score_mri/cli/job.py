@@ -273,11 +273,20 @@ def reconstruct_problem(job: Job, model, problem: Problem, *, tag: str = "") -> 
     finally:
         bar.close()
     ctx.record.update(threads=torch.get_num_threads(), precision=getattr(model, "inference_precision", "fp32"),
-                      run_key=run_key(job, problem.source, problem.name))
+                      run_key=run_key(job, problem.source, problem.name), **_sampler_report(rec.info, problem.scale))
     return _save(args, settings, opts, problem, kind, root, rec, ctx,
                  recon.to_image(x_zf, script.input.real_valued),
                  recon.to_image(image, script.input.real_valued) if problem.task == "retrospective" else None,
                  mask[0, 0].cpu().numpy().astype(np.float32), images)
+
+
+def _sampler_report(info: dict, scale: float) -> dict:
+    """The record entries of what the sampler decided (``Reconstruction.info``): the noise estimate in the
+    input's units, the relative noise and the start taken."""
+    if "noise_std" not in info:
+        return {}
+    return {"noise_std": info["noise_std"] * scale, "relative_noise": round(info["relative_noise"], 5),
+            "t0": info["t0"]}
 
 
 def _save(args, settings, opts, problem: Problem, kind: str, root: Path, rec, ctx: Context, x_zf: np.ndarray,

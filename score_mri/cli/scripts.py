@@ -15,7 +15,6 @@ from score_mri.io.maps import load_maps
 from score_mri.io.readers import InputKind
 from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
 from score_mri.physics.sens_maps import coil_maps
-from score_mri.samplers.sense import measurement_noise, relative_noise, start_settings
 from score_mri.utils import lambda_schedule_linear
 
 __all__ = ["REAL", "SINGLE_COIL", "SSOS", "HYBRID", "SENSE_SCRIPT", "SCRIPTS", "real", "single_coil", "ssos",
@@ -99,19 +98,11 @@ def _sense_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _sense_operator(ctx: ic.Context) -> SENSE:
-    """SENSE operator with ESPIRiT maps from the measured calibration region (SENSE sampler); the record gets
-    the noise estimate (in the input's units) and the start the sampler will take from it."""
+    """SENSE operator with ESPIRiT maps from the measured calibration region (SENSE sampler)."""
     settings = ctx.settings
-    op = SENSE(_maps(ctx), ctx.mask)
-    noise_std = measurement_noise(op, ctx.y, settings)
-    start = start_settings(op, ctx.y, settings, noise_std)
     ctx.record.update(espirit_from_full=ctx.args.espirit_from_full, complex_mode=settings.complex_mode,
-                      cg_iters=settings.cg_iters, gamma=settings.gamma, noise_weighting=settings.noise_weighting,
-                      t0=start.t0)
-    if noise_std is not None:
-        ctx.record.update(noise_std=float(noise_std.max()) * ctx.problem.scale,
-                          relative_noise=round(relative_noise(op, ctx.y, noise_std), 5))
-    return op
+                      cg_iters=settings.cg_iters, gamma=settings.gamma, noise_weighting=settings.noise_weighting)
+    return SENSE(_maps(ctx), ctx.mask)
 
 
 REAL = ic.Script(sampler="real", kind="real", input=InputKind("real", coils=False, real_valued=True),

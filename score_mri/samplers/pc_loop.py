@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -124,9 +124,11 @@ class SamplerSettings:
 
 @dataclass
 class Result:
-    """A sampler's output: the final state (x_mean when ``denoise``) and the number of network calls."""
+    """A sampler's output: the final state (x_mean when ``denoise``), the number of network calls and what the
+    sampler decided from the data (``info``; the SENSE sampler: its noise estimate and the start it took)."""
     x: torch.Tensor            # [B, C, H, W], the algorithm's state layout (real, complex or coil images)
     network_calls: int
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------------

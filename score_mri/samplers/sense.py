@@ -189,29 +189,36 @@ def relative_noise(op: SENSE, y: torch.Tensor, noise_std: torch.Tensor) -> float
     return float(ratio.max())
 
 
-def start_settings(op: SENSE, y: torch.Tensor, settings: SamplerSettings,
-                   noise_std: torch.Tensor | None) -> SamplerSettings:
-    """``settings`` with t0 = ``settings.t0_clean`` where no start was set and the data are clean (relative
-    noise below ``CLEAN_NOISE``); measured on this sampler (README, "Noise-weighted SENSE"): the start nearer
-    the data gains on clean data and loses on noisy data, whose noise it would carry into the first steps."""
-    if settings.t0 is not None or settings.t0_clean is None or noise_std is None:
+def start_settings(settings: SamplerSettings, relative: float | None) -> SamplerSettings:
+    """``settings`` with t0 = ``settings.t0_clean`` where no start was set and the data are clean (``relative``
+    noise below ``CLEAN_NOISE``; None: not estimated). Measured on this sampler (README, "Noise weighting and
+    the clean-data start"): the start nearer the data gains on clean data and loses on noisy data, whose noise
+    it would carry into the first steps."""
+    if settings.t0 is not None or settings.t0_clean is None or relative is None:
         return settings
-    return settings.replace(t0=settings.t0_clean) if relative_noise(op, y, noise_std) < CLEAN_NOISE else settings
+    return settings.replace(t0=settings.t0_clean) if relative < CLEAN_NOISE else settings
 
 
 def sample_sense(model, op: SENSE, y: torch.Tensor, settings: SamplerSettings, *,
                  generator: torch.Generator | None = None, callback: Callback | None = None) -> Result:
-    """SENSE sampler: one complex image [B, 1, H, W], CG data consistency, one network call per step."""
+    """SENSE sampler: one complex image [B, 1, H, W], CG data consistency, one network call per step; with
+    noise weighting, ``Result.info`` holds the noise estimate (y's units, largest over the batch), the relative
+    noise and the start taken."""
     if not isinstance(op, SENSE):
         raise ValueError("the SENSE sampler needs a SENSE operator (coil maps and mask)")
     _check(settings, "the SENSE sampler")
     noise_std = measurement_noise(op, y, settings)
-    settings = start_settings(op, y, settings, noise_std)
+    relative = None if noise_std is None else relative_noise(op, y, noise_std)
+    settings = start_settings(settings, relative)
     cg = SenseCG(op, settings.gamma, settings.cg_iters, noise_std=noise_std)
     if settings.complex_mode != "ri":
-        return _run_phase(PHASE_ALGORITHMS["sense"][settings.complex_mode], model, cg, op, y, settings, generator,
-                          callback)
-    return run_algorithm(SENSE_RI, model, _Problem(cg), y, settings, generator=generator, callback=callback)
+        result = _run_phase(PHASE_ALGORITHMS["sense"][settings.complex_mode], model, cg, op, y, settings,
+                            generator, callback)
+    else:
+        result = run_algorithm(SENSE_RI, model, _Problem(cg), y, settings, generator=generator, callback=callback)
+    if noise_std is not None:
+        result.info.update(noise_std=float(noise_std.max()), relative_noise=relative, t0=settings.t0)
+    return result
 
 
 def _with_phase_modes(name: str, paper: Callable[..., Result], doc: str) -> Callable[..., Result]:
