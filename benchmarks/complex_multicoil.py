@@ -111,10 +111,11 @@ def _metrics(gt: np.ndarray, img: np.ndarray) -> dict:
 
 
 def run_case(case: Case, model, base: sampling.SamplerSettings, size: int, ms, methods: set[str],
-             smoothing: float = 1.0, nonnegative: bool = True) -> list[dict]:
+             smoothing: float = 1.0, nonnegative: bool = True, finish_after_dc: bool = True) -> list[dict]:
     """All methods on one case; one row per method ('phase_ri smoothed': the embedded config's final steps, the
     imaginary residual smoothed by a Gaussian of ``smoothing`` pixels and, with ``nonnegative``, the real part
-    clipped at zero; plain 'phase_ri' returns the last estimate as sampled)."""
+    clipped at zero, with ``finish_after_dc`` once more after the single-coil sampler's final data consistency;
+    plain 'phase_ri' returns the last estimate as sampled)."""
     x = load_case(case, ms, size)
     coils = x[None] if not case.coils else x                                # [C, H, W]
     gt = np.sqrt((np.abs(coils) ** 2).sum(0))                             # |x| (RSS)
@@ -153,7 +154,8 @@ def run_case(case: Case, model, base: sampling.SamplerSettings, size: int, ms, m
         prior("Alg3 phase_ri", "complex", op, y, base.replace(complex_mode="phase_ri"))
         prior("Alg3 phase_ri smoothed", "complex", op, y, base.replace(complex_mode="phase_ri",
                                                                        residual_smoothing=smoothing,
-                                                                       nonnegative=nonnegative))
+                                                                       nonnegative=nonnegative,
+                                                                       finish_after_dc=finish_after_dc))
         return rows
     cart = MultiCoilCartesian(mask.expand(1, case.coils, size, size))
     y = cart.A(xt)
@@ -212,11 +214,10 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(CONFIG)
     s = config.sampling
     N = args.N or (20 if args.quick else int(s.N))
-    base = sampling.SamplerSettings(N=N, predictor=s.predictor, corrector=s.corrector, snr=float(s.snr),
-                                    n_steps=int(s.n_steps_each), m_steps=max(1, int(s.m_steps) * N // int(s.N)),
-                                    eta=float(s.get("eta", 0.0)), grid=str(s.get("grid", "ve")),
-                                    cg_iters=int(s.get("cg_iters", 5)), gamma=float(s.get("gamma", 0.1)))
     final = sampling.SamplerSettings.from_config(config)  # the config's final steps ('phase_ri smoothed')
+    # every method at the config's sampling settings (start, SENSE noise weighting, ...), its final steps off
+    base = sampling.SamplerSettings.from_config(config, N=N, m_steps=max(1, final.m_steps * N // int(s.N)),
+                                                residual_smoothing=0.0, nonnegative=False, finish_after_dc=False)
     model = recon.load_model(config, CKPT, "cpu")
     ms = _make_samples()
     by_name = {c.name: c for c in CASES}
@@ -228,12 +229,14 @@ def main(argv: list[str] | None = None) -> None:
     name = "complex_multicoil" + args.suffix
     for case in cases:
         size = 128 if args.quick else case.size
-        rows += run_case(case, model, base, size, ms, methods, final.residual_smoothing or 1.0, final.nonnegative)
+        rows += run_case(case, model, base, size, ms, methods, final.residual_smoothing or 1.0, final.nonnegative,
+                         final.finish_after_dc)
         summ = summary(rows)
         data = {"settings": {"N": N, "predictor": s.predictor, "corrector": s.corrector, "snr": float(s.snr),
                              "cg_iters": base.cg_iters, "gamma": base.gamma, "quick": args.quick,
                              "residual_smoothing": final.residual_smoothing or 1.0,
-                             "nonnegative": final.nonnegative,
+                             "nonnegative": final.nonnegative, "finish_after_dc": final.finish_after_dc,
+                             "noise_weighting": base.noise_weighting, "t0": base.t0, "t0_clean": base.t0_clean,
                              "threads": args.threads}, "machine": machine_info(torch.device("cpu")),
                 "rows": rows, "summary": summ}
         md = (f"# Complex and multi-coil benchmark (N = {N}{', quick: 128 px' if args.quick else ''})\n\n"

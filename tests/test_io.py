@@ -107,3 +107,27 @@ def test_h5_crop_size(tmp_path):
         f["ismrmrd_header"] = HEADER
         f["reconstruction_rss"] = np.zeros((1, 4, 2), np.float32)
     assert read_h5(tmp_path / "rss.h5")[3] == (4, 2)
+
+
+def test_slice_count_reads_each_file_version_once(tmp_path, monkeypatch):
+    """A batch run asks for a volume's slice count several times: the header is read once per file version."""
+    import os
+
+    import h5py
+
+    from score_mri.io import readers
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f["kspace"] = np.zeros((3, 8, 8), np.complex64)
+    opened = []
+    real_file = h5py.File
+    monkeypatch.setattr(h5py, "File", lambda *a, **k: opened.append(a[0]) or real_file(*a, **k))
+    assert readers.slice_count(path) == 3
+    first = len(opened)                                            # the MRD check and the count
+    assert first >= 1 and [readers.slice_count(path) for _ in range(2)] == [3, 3] and len(opened) == first
+    with real_file(path, "w") as f:                                # a new version of the file: read again
+        f["kspace"] = np.zeros((5, 8, 8), np.complex64)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    assert readers.slice_count(path) == 5 and len(opened) == 2 * first
+    with pytest.raises(UserError, match="cannot read"):
+        readers.slice_count(tmp_path / "missing.h5")

@@ -96,7 +96,10 @@ class RecordingCartesian(SingleCoilCartesian):
 
 
 @pytest.mark.parametrize("predictor,corrector", [("dds", "none"), ("reverse_diffusion", "langevin")])
-def test_loop_hands_each_data_consistency_the_noise_level_of_its_time(predictor, corrector):
+def test_loop_hands_each_data_consistency_the_noise_level_of_its_state(predictor, corrector):
+    """Corrector then predictor (Algorithm 3): the DC after the corrector gets sigma(t_i); after a predictor that
+    moves the state to t_{i+1}, sigma(t_{i+1}) (the last step keeps sigma(t_i)); dds projects its clean
+    estimate of time t_i, so it gets sigma(t_i)."""
     mu = smooth_image(16, 16)
     op = RecordingCartesian(column_mask(16, 16, 0))
     y = op.A(mu.to(torch.complex64))
@@ -104,10 +107,11 @@ def test_loop_hands_each_data_consistency_the_noise_level_of_its_time(predictor,
     sampling.get_sampler("complex")(ToyGaussianScore(mu, 0.1), op, y, s, generator=torch.Generator().manual_seed(0))
     sde = s.make_sde()
     t = time_grid(s, torch.device("cpu"))                                   # dds: a lowered start
-    expected = sde.marginal_prob(torch.zeros_like(t), t)[1].tolist()
-    per_step = len(op.levels) // s.N
-    assert per_step >= 2 and len(op.levels) == per_step * s.N             # every DC of every step gets one
-    assert op.levels == pytest.approx([e for e in expected for _ in range(per_step)], rel=1e-5)
+    levels = sde.marginal_prob(torch.zeros_like(t), t)[1].tolist()
+    after_predictor = levels if predictor == "dds" else levels[1:] + levels[-1:]
+    expected = [v for pair in zip(levels, after_predictor) for v in pair]   # per step: corrector, predictor
+    assert len(op.levels) == 2 * s.N                                        # every DC of every step gets one
+    assert op.levels == pytest.approx(expected, rel=1e-5)
 
 
 def test_setting_is_checked_read_from_the_config_and_off_by_default():

@@ -68,14 +68,10 @@ def _h5_xml(path: Path) -> bytes | None:
 def _twix_spacing(path: Path) -> Spacing | None:
     """(row, column, slice) spacing in mm of a twix file's first slice (after oversampling removal)."""
     try:
-        from score_mri.io.raw import read_twix
-        h = read_twix(path, slice=0).header
+        from score_mri.io.raw import twix_spacing
+        return twix_spacing(path)
     except Exception:  # any unreadable header: no spacing, the identity affine
         return None
-    fov, base, lines = h.get("fov_mm") or [None] * 3, h.get("base_resolution"), h.get("phase_encoding_lines")
-    if fov[0] and fov[1] and base and lines:
-        return float(fov[0]) / base, float(fov[1]) / lines, float(fov[2] or 1.0)
-    return None
 
 
 def spacing_of(source: str | Path | None) -> Spacing | None:

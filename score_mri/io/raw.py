@@ -274,6 +274,19 @@ def _twix_scan(path: str | Path) -> tuple[list[dict], list, dict[str, int]]:
     return measurements, image, _counts({name: [getattr(m, c) for m in image] for name, c in _TWIX_COUNTERS})
 
 
+def twix_spacing(path: str | Path) -> tuple[float, float, float] | None:
+    """(readout, phase, slice) pixel spacing in mm of a twix file's first slice, from its header alone (the
+    readout after oversampling removal); None when the header lacks the field of view or the matrix."""
+    hdr = _twix_measurements(path)[-1]["hdr"]
+    base = int(_yaps(hdr, "MeasYaps", "sKSpace", "lBaseResolution", default=0) or 0)
+    lines = int(_yaps(hdr, "MeasYaps", "sKSpace", "lPhaseEncodingLines", default=0) or 0)
+    first = _yaps(hdr, "MeasYaps", "sSliceArray", "asSlice", 0, default={}) or {}
+    fov = first.get("dReadoutFOV"), first.get("dPhaseFOV"), first.get("dThickness")
+    if fov[0] and fov[1] and base and lines:
+        return float(fov[0]) / base, float(fov[1]) / lines, float(fov[2] or 1.0)
+    return None
+
+
 def read_twix(path: str | Path, *, slice: int | None = None, average: str | int = "mean",
               repetition: int = 0, contrast: int = 0, remove_oversampling: bool = True,
               prewhiten: bool = True) -> RawKSpace:

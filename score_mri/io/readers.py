@@ -11,6 +11,7 @@ Every reader raises :class:`UserError` with a one-line message on bad input. The
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,19 @@ def parse_slices(text: str | None) -> int | slice | None:
 
 
 def slice_count(path: str | Path) -> int:
-    """Number of slices of a volume input (fastMRI ``.h5``, raw ``.dat`` / ``.mrd`` / MRD ``.h5``) from its headers."""
+    """Number of slices of a volume input (fastMRI ``.h5``, raw ``.dat`` / ``.mrd`` / MRD ``.h5``) from its headers
+    (read once per file version: a batch run asks for it more than once, and a twix header takes a slice read)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    return _slice_count(str(path), str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _slice_count(path: str, resolved: str, mtime_ns: int, size: int) -> int:
+    """:func:`slice_count` of one version (resolved path, modification time, size) of a file named ``path``."""
     import h5py
     path = Path(path)
     if path.suffix.lower() in RAW_SUFFIXES or _is_mrd(path):
@@ -421,7 +434,7 @@ def read_raw_problem(path: Path, kind: InputKind, task: str | None, slice_index:
     """
     from score_mri.io.raw import RawDataError, read_raw
     if slice_index is None or slice_index < 0:       # default: the middle slice, as for fastMRI files
-        slice_index = slice_indices(slice_index, raw_slice_count(path), path)[0]
+        slice_index = slice_indices(slice_index, slice_count(path), path)[0]
     try:
         raw = read_raw(path, slice=slice_index, average="mean" if average is None else int(average))
     except RawDataError as e:

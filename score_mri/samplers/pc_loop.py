@@ -189,9 +189,10 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
 
     x [B, C, H, W] (real or complex; C coils, or channels for Algorithm 1). For each time t_i and each
     coil group (all coils, or one coil at a time with ``split``), every step of ``steps`` is followed by
-    ``dc(x_group, x_mean_group, coil_slice, sigma_i)`` (a projecting step gets ``project`` instead); then
+    ``dc(x_group, x_mean_group, coil_slice, sigma)`` (a projecting step gets ``project`` instead); then
     ``post_step(i, x, x_mean)`` and ``callback(i, N, x_mean)``. ``sigmas``: the noise level at each time, handed
-    to the data consistency (None: none known).
+    to the data consistency (None: none known): sigma_i after a corrector, sigma_{i+1} after a predictor step
+    that moves the state to the next time (its own noise level; the last step keeps sigma_i).
     ``faithful``: noise drawn inside each call in the original's order; otherwise drawn once per
     iteration and step in the layout [k, B, C, P, H, W], so split and batched runs see the same noise.
     """
@@ -202,6 +203,7 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
     for i in range(n):
         t = timesteps[i]
         sigma = None if sigmas is None else float(sigmas[i])
+        sigma_next = None if sigmas is None else float(sigmas[min(i + 1, n - 1)])
         t_next = (timesteps[i + 1] if i + 1 < n else zero) if use_grid else None
         zs = [None] * len(steps)
         if not faithful:
@@ -215,7 +217,7 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
                 xg, xg_mean = _apply_step(step, xg, t, t_next, None if z is None else z[:, :, sl],
                                           split, channels, proj)
                 if not step.projects:
-                    xg, xg_mean = dc(xg, xg_mean, sl, sigma)
+                    xg, xg_mean = dc(xg, xg_mean, sl, sigma_next if step.advances else sigma)
             if split:
                 x_new[:, sl], x_mean_new[:, sl] = xg, xg_mean
             else:
@@ -262,7 +264,8 @@ def make_steps(settings: SamplerSettings, sde, score_fn: ScoreFn, g: torch.Gener
         return corrector_obj.update_fn(x, t, z=z, generator=g)
 
     predictor_step.n_noise, predictor_step.projects = predictor_obj.n_noise, bool(predictor_obj.projects)
-    corrector_step.n_noise, corrector_step.projects = corrector_obj.n_noise, False
+    predictor_step.advances = bool(predictor_obj.advances)
+    corrector_step.n_noise, corrector_step.projects, corrector_step.advances = corrector_obj.n_noise, False, False
     return [{"P": predictor_step, "C": corrector_step}[c] for c in order]
 
 

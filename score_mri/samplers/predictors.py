@@ -85,6 +85,7 @@ class Predictor(abc.ABC):
 
     n_noise = 1
     projects = False  # True: update_fn takes ``project`` (data consistency of a clean estimate)
+    advances = True   # the step leaves x at the next time's noise level
     warns_below_N = 0  # from_settings warns when settings.N is smaller (steps too coarse to be stable)
 
     def __init__(self, sde: sde_lib.SDE, score_fn: ScoreFn, probability_flow: bool = False):
@@ -261,6 +262,7 @@ class NonePredictor(Predictor):
     """No predictor step (corrector-only sampling)."""
 
     n_noise = 0
+    advances = False
 
     def update_fn(self, x, t, *, z=None, generator=None, t_next=None):
         """Return x unchanged."""
