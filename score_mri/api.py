@@ -25,7 +25,7 @@ from score_mri.paths import DEFAULT_CKPT, DEFAULT_CONFIG
 from score_mri.physics import fft as _fft
 from score_mri.physics.masks import calib_width
 from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
-from score_mri.physics.sens_maps import espirit
+from score_mri.physics.sens_maps import espirit, unit_peak
 from score_mri.samplers.pc_loop import SamplerSettings
 from score_mri.samplers.table import SAMPLERS
 from score_mri.utils import get_data_inverse_scaler
@@ -127,7 +127,8 @@ def reconstruct(kspace: Array, mask: Array | None = None, *, coil_maps: Array | 
 
     ``kspace``: ``[H, W]`` (single coil) or ``[C, H, W]`` (coils), fastMRI convention; ``mask``: ``[H, W]`` or
     ``[C, H, W]`` (default: the nonzero entries); ``coil_maps``: ``[C, H, W]`` for the SENSE and hybrid
-    samplers (default: ESPIRiT from the measured calibration region). ``sampler``: a key of ``SAMPLERS``
+    samplers (default: ESPIRiT from the measured calibration region; given maps are divided by the peak of
+    their root-sum-of-squares, so that it is 1 as for ESPIRiT's). ``sampler``: a key of ``SAMPLERS``
     (default 'complex' for one coil, 'sense' for several). ``config``/``ckpt``: a config file or object and
     its checkpoint (default: the embedded prior). ``overrides``: :class:`SamplerSettings` fields that replace
     the config's defaults (``N=50``, ``predictor='dds'``, ...). ``callback(i, N, x0)`` sees each denoised
@@ -159,7 +160,7 @@ def reconstruct(kspace: Array, mask: Array | None = None, *, coil_maps: Array | 
         cart = MultiCoilCartesian(m4)
         op = cart
         if name in ("sense", "hybrid"):
-            maps = _tensor(coil_maps) if coil_maps is not None else _espirit(k / scale, m[0])
+            maps = unit_peak(_tensor(coil_maps))[0] if coil_maps is not None else _espirit(k / scale, m[0])
             op = SENSE(maps.to(torch.complex64).reshape(1, *k.shape).to(dev), m4)
     else:
         cart = op = SingleCoilCartesian(m4)

@@ -73,6 +73,26 @@ def test_multi_coil_sense_with_given_maps_and_ssos(tiny):
     assert ssos.image.shape == (32, 32) and not np.iscomplexobj(ssos.image) and ssos.network_calls == 3
 
 
+def test_user_coil_maps_are_taken_at_unit_peak_so_their_global_scale_does_not_matter(tiny):
+    """Maps x 5 give the same image as the unit-norm maps (the SENSE image would otherwise shrink 5x and the
+    prior see it at the wrong intensity); a spatial weighting of the maps is kept."""
+    from score_mri.physics.sens_maps import unit_peak
+    config, ckpt = tiny
+    coils, sens = phantom(coils=4)
+    mask = score_mri.simulate_mask((32, 32), "uniform1d", acc_factor=2, center_fraction=0.25, seed=1)
+    k = fft2c(torch.from_numpy(coils)).numpy() * mask
+    unit = score_mri.reconstruct(k, coil_maps=sens, config=str(config), ckpt=ckpt, device="cpu")
+    scaled = score_mri.reconstruct(k, coil_maps=5 * sens, config=str(config), ckpt=ckpt, device="cpu")
+    np.testing.assert_allclose(scaled.image, unit.image, rtol=0, atol=1e-4 * np.abs(unit.image).max())
+    t = torch.from_numpy(sens)
+    assert unit_peak(t)[0] is t and unit_peak(t)[1] == 1.0                  # unit-norm maps: untouched
+    ramp = t * torch.linspace(0.5, 3.0, 32)                                 # a weighting along x, peak 3
+    out, factor = unit_peak(ramp)
+    assert factor == pytest.approx(3.0, rel=1e-4)
+    assert float(torch.sqrt((out.abs() ** 2).sum(0)).max()) == pytest.approx(1.0, rel=1e-5)
+    torch.testing.assert_close(out * factor, ramp)                          # the same maps, one factor
+
+
 def test_bad_inputs_are_user_errors(tiny):
     config, ckpt = tiny
     with pytest.raises(score_mri.UserError, match="k-space must be"):

@@ -296,6 +296,15 @@ def test_maps_file_replaces_espirit(tmp_path, tiny, capsys, key):
         assert status == 0, err
         recon, _ = result(tmp_path / f"o_{f}", key, "case")
         assert recon.shape == (32, 32) and np.isfinite(recon).all()
+        assert "warning" not in err                                      # unit-norm maps: taken as they are
+    np.save(tmp_path / "maps4.npy", 4 * sens)                            # the same maps, root-sum-of-squares 4
+    status, err = run(key, tiny, *base, "--maps", str(tmp_path / "maps4.npy"), "--save_dir", str(tmp_path / "o4"),
+                      capsys=capsys)
+    assert status == 0 and "peaks at 4" in err and len(err.strip().splitlines()) == 1, err
+    scaled, record = result(tmp_path / "o4", key, "case")
+    np.testing.assert_allclose(scaled, result(tmp_path / "o_maps.npy", key, "case")[0], rtol=0,
+                               atol=1e-4 * np.abs(scaled).max())         # the same image as with unit maps
+    assert record["maps_divided_by"] == pytest.approx(4.0, rel=1e-4)
 
 
 def test_maps_file_errors(tmp_path, tiny, capsys):

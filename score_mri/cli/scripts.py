@@ -5,6 +5,7 @@ Each top-level ``inference_*.py`` file and each console command (``score-mri-rea
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import torch
 
@@ -14,7 +15,7 @@ from score_mri.io.raw import check_maps
 from score_mri.io.maps import load_maps
 from score_mri.io.readers import InputKind
 from score_mri.physics.operators import SENSE, MultiCoilCartesian, SingleCoilCartesian
-from score_mri.physics.sens_maps import coil_maps
+from score_mri.physics.sens_maps import coil_maps, unit_peak
 from score_mri.utils import lambda_schedule_linear
 
 __all__ = ["REAL", "SINGLE_COIL", "SSOS", "HYBRID", "SENSE_SCRIPT", "SCRIPTS", "real", "single_coil", "ssos",
@@ -77,7 +78,11 @@ def _maps(ctx: ic.Context) -> torch.Tensor:
         if ctx.args.espirit_from_full:
             raise ic.UserError("--maps and --espirit_from_full exclude each other")
         maps = torch.from_numpy(load_maps(ctx.args.maps, int(ctx.y.shape[1]), tuple(ctx.y.shape[-2:])))[None]
-        maps = maps.to(ctx.y.device)
+        maps, factor = unit_peak(maps.to(ctx.y.device))
+        if factor != 1.0:
+            warnings.warn(f"--maps {ctx.args.maps}: root-sum-of-squares peaks at {factor:.4g}; divided by it so "
+                          f"that it peaks at 1 like ESPIRiT's maps (the image keeps the coil-combined intensity)")
+            ctx.record["maps_divided_by"] = factor
     else:
         maps = coil_maps(ctx, ctx.args.espirit_from_full)
     check_maps(ctx.y[0], maps[0])

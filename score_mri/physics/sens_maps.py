@@ -22,6 +22,20 @@ def espirit(ksp: np.ndarray, width: int) -> np.ndarray:
                                show_pbar=False).run().astype(np.complex64)
 
 
+def unit_peak(maps: torch.Tensor, tol: float = 1e-3) -> tuple[torch.Tensor, float]:
+    """Coil maps [..., C, H, W] rescaled so that their root-sum-of-squares over coils peaks at 1, and the factor
+    they were divided by (1.0, maps unchanged, when the peak is within ``tol`` of 1).
+
+    ESPIRiT maps are unit-norm inside the object; the SENSE image x of A x = M F (S x) then has the intensity
+    of the coil-combined image, the scale the prior was trained at and the noise weighting assumes. A global
+    factor c on the maps divides x by c; a spatially varying weighting of the maps is kept.
+    """
+    peak = float(torch.sqrt((maps.abs() ** 2).sum(dim=-3)).max())
+    if not peak > 0 or abs(peak - 1.0) <= tol:
+        return maps, 1.0
+    return maps / peak, peak
+
+
 def coil_maps(ctx, from_full: bool = False) -> torch.Tensor:
     """ESPIRiT maps [1, C, H, W] of a CLI run, cached in <save_dir>/<kind>/sens/{name}.npy keyed by input and mask.
 
