@@ -295,21 +295,27 @@ def _metrics(gt: np.ndarray, img: np.ndarray) -> dict[str, float]:
     return {"psnr": round(float(metrics.psnr(gt, mag)), 3), "ssim": round(float(metrics.ssim(gt, mag)), 4)}
 
 
-def reference_rows(case: Case, bart: bool) -> list[dict[str, Any]]:
-    """Zero-filled and BART ``pics -l1`` (fixed lambda of benchmarks/classical.py) on one case."""
+def reference_images(case: Case, bart: bool) -> list[tuple[str, np.ndarray, float | None, float]]:
+    """(method, image, lambda, seconds) of zero-filled and BART ``pics -l1`` (fixed lambda of
+    benchmarks/classical.py) on one case."""
     classical = project_module("classical")
     y = classical.measure(case.x, case.mask2d).astype(np.complex64)                # [C, H, W]
-    rows = [("ZF", classical.zero_filled, None)]
+    methods = [("ZF", classical.zero_filled, None)]
     if bart:
         lam = classical.BART_LAMBDA["multi-coil" if case.kind == "coil8" else "single-coil"]
-        rows.append(("BART pics-l1", lambda yy: classical.bart_pics(yy, case.mask2d, lamda=lam), lam))
+        methods.append(("BART pics-l1", lambda yy: classical.bart_pics(yy, case.mask2d, lamda=lam), lam))
     out = []
-    for method, fn, lam in rows:
+    for method, fn, lam in methods:
         tic = time.time()
         img = fn(y)
-        out.append({"method": method, "lambda": lam, **_metrics(case.gt, img),
-                    "seconds": round(time.time() - tic, 2), "network_calls": 0})
+        out.append((method, img, lam, time.time() - tic))
     return out
+
+
+def reference_rows(case: Case, bart: bool) -> list[dict[str, Any]]:
+    """Zero-filled and BART rows of one case (:func:`reference_images`)."""
+    return [{"method": method, "lambda": lam, **_metrics(case.gt, img), "seconds": round(seconds, 2),
+             "network_calls": 0} for method, img, lam, seconds in reference_images(case, bart)]
 
 
 def sampler_settings(config, N: int | None, device: str, coils: bool, **overrides: Any):
@@ -322,10 +328,10 @@ def sampler_settings(config, N: int | None, device: str, coils: bool, **override
     return settings.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
-              **overrides: Any) -> dict[str, Any]:
-    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``overrides``: SamplerSettings
-    fields that replace the config's sampling defaults where not None, e.g. ``complex_mode`` or ``t0``)."""
+def prior_reconstruction(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
+                         **overrides: Any) -> tuple[Any, Any, float]:
+    """(``recon.Reconstruction``, settings, seconds of ESPIRiT) of one score-prior reconstruction of ``case``
+    (``overrides``: SamplerSettings fields that replace the config's sampling defaults where not None)."""
     recon, operators, sens_maps, utils = (project_module(k) for k in ("recon", "operators", "sens_maps", "utils"))
     mask = case.mask.to(device)
     xt = torch.from_numpy(np.asarray(case.x, np.complex64))
@@ -348,6 +354,14 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
     rec = recon.reconstruct(model, sampler, op, y, settings,
                             generator=torch.Generator(device=device).manual_seed(case.seed),
                             inverse_scaler=utils.get_data_inverse_scaler(config))
+    return rec, settings, extra_s
+
+
+def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device: str,
+              **overrides: Any) -> dict[str, Any]:
+    """One score-prior reconstruction of ``case`` through ``recon.reconstruct`` (``overrides``: SamplerSettings
+    fields that replace the config's sampling defaults where not None, e.g. ``complex_mode`` or ``t0``)."""
+    rec, settings, extra_s = prior_reconstruction(case, model, config, N, device, **overrides)
     start = rec.info.get("t0", settings.t0)  # the start the sampler took (SENSE on clean data: t0_clean)
     return {**_metrics(case.gt, rec.image), "seconds": round(rec.seconds + extra_s, 2),
             "network_calls": rec.network_calls, "N": settings.N, "predictor": str(settings.predictor),
