@@ -101,8 +101,8 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="clip the final magnitude estimate at zero before the last data consistency: the image "
                         "of the real-valued algorithm, the real part of the demodulated image with complex_mode "
-                        "phase_ri; --no-nonnegative for signed real images (default: config.sampling.nonnegative, "
-                        "else off)")
+                        "phase_ri or phase; --no-nonnegative for signed real images (default: "
+                        "config.sampling.nonnegative, else off)")
     p.add_argument("--num_samples", type=int, default=1,
                    help="K posterior samples; K > 1 saves their mean as recon and their std")
     p.add_argument("--faithful", action="store_true",

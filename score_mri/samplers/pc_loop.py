@@ -47,7 +47,7 @@ class SamplerSettings:
     gamma: float = 0.1                         # weight of the estimate in (A^H A + gamma I) x = A^H y + gamma x_hat
     complex_mode: str = "ri"                   # complex data: 'ri' (real/imaginary parts), 'phase' or 'phase_ri'
     residual_smoothing: float = 0.0            # phase_ri: Gaussian std (pixels) for the final imaginary residual
-    nonnegative: bool = False                  # Algorithm 2 and phase_ri: final magnitude clipped at 0, then DC
+    nonnegative: bool = False                  # Algorithm 2 and phase modes: final magnitude clipped at 0, then DC
     noise_weighting: str = "off"               # SENSE: 'auto' weights the estimate by the measured noise
     t0_clean: float | None = None              # SENSE, 'auto': start here when the data are clean (t0 unset)
     finish_after_dc: bool = False              # complex sampler, phase_ri: smooth and clip again after the final DC

@@ -147,10 +147,11 @@ def _check(settings: SamplerSettings, what: str) -> None:
 
 
 def _finish_residual(m: torch.Tensor, settings: SamplerSettings) -> torch.Tensor:
-    """phase_ri's final touch on the demodulated image: imaginary residual smoothed by
-    ``settings.residual_smoothing`` and, with ``settings.nonnegative``, the real part clipped at zero."""
+    """The phase modes' final touch on the demodulated image: imaginary residual smoothed by
+    ``settings.residual_smoothing`` (phase_ri) and, with ``settings.nonnegative``, the real part (the magnitude
+    estimate; all of m in 'phase' mode) clipped at zero."""
     m = smooth_residual(m, settings.residual_smoothing)
-    return clip_magnitude(m) if settings.nonnegative and settings.complex_mode == "phase_ri" else m
+    return clip_magnitude(m) if settings.nonnegative else m
 
 
 def _run_phase(alg: StateAlgorithm, model, base_op, phase_op, y: torch.Tensor, settings: SamplerSettings,
