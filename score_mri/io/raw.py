@@ -274,14 +274,19 @@ def _twix_scan(path: str | Path) -> tuple[list[dict], list, dict[str, int]]:
     return measurements, image, _counts({name: [getattr(m, c) for m in image] for name, c in _TWIX_COUNTERS})
 
 
+def _twix_geometry(hdr: dict, slc: int) -> tuple[int, int, list]:
+    """(base resolution, phase-encoding lines, [readout FOV, phase FOV, thickness] in mm of slice ``slc``)
+    from a twix header."""
+    base = int(_yaps(hdr, "MeasYaps", "sKSpace", "lBaseResolution", default=0) or 0)
+    lines = int(_yaps(hdr, "MeasYaps", "sKSpace", "lPhaseEncodingLines", default=0) or 0)
+    slice_info = _yaps(hdr, "MeasYaps", "sSliceArray", "asSlice", slc, default={}) or {}
+    return base, lines, [slice_info.get("dReadoutFOV"), slice_info.get("dPhaseFOV"), slice_info.get("dThickness")]
+
+
 def twix_spacing(path: str | Path) -> tuple[float, float, float] | None:
     """(readout, phase, slice) pixel spacing in mm of a twix file's first slice, from its header alone (the
     readout after oversampling removal); None when the header lacks the field of view or the matrix."""
-    hdr = _twix_measurements(path)[-1]["hdr"]
-    base = int(_yaps(hdr, "MeasYaps", "sKSpace", "lBaseResolution", default=0) or 0)
-    lines = int(_yaps(hdr, "MeasYaps", "sKSpace", "lPhaseEncodingLines", default=0) or 0)
-    first = _yaps(hdr, "MeasYaps", "sSliceArray", "asSlice", 0, default={}) or {}
-    fov = first.get("dReadoutFOV"), first.get("dPhaseFOV"), first.get("dThickness")
+    base, lines, fov = _twix_geometry(_twix_measurements(path)[-1]["hdr"], 0)
     if fov[0] and fov[1] and base and lines:
         return float(fov[0]) / base, float(fov[1]) / lines, float(fov[2] or 1.0)
     return None
@@ -301,12 +306,11 @@ def read_twix(path: str | Path, *, slice: int | None = None, average: str | int 
     chosen = [m for m in image if m.cSlc == slc and m.cRep == repetition and m.cEco == contrast
               and m.cPhs == 0 and m.cSet == 0]
 
-    base = int(_yaps(hdr, "MeasYaps", "sKSpace", "lBaseResolution", default=0) or 0)
+    base, n_lines, fov_mm = _twix_geometry(hdr, slc)
     ncol = max(int(m.mdh.SamplesInScan) for m in chosen) if chosen else 0
     fourier_cols = int(float(_yaps(hdr, "Meas", "iNoOfFourierColumns", default=0) or 0))
     oversampled = base > 0 and (ncol == 2 * base or fourier_cols == 2 * base)
     nx = 2 * base if oversampled else max(ncol, base)
-    n_lines = int(_yaps(hdr, "MeasYaps", "sKSpace", "lPhaseEncodingLines", default=0) or 0)
     ny = max(n_lines, max((m.cLin for m in chosen), default=-1) + 1)
     center_line = int(chosen[0].mdh.CenterLin) if chosen else ny // 2
     shift = ny // 2 - center_line
@@ -318,12 +322,11 @@ def read_twix(path: str | Path, *, slice: int | None = None, average: str | int 
     whiten, cov, scale = _noise_setup(noise, dwell_noise, dwell_img, prewhiten)
 
     lines = [(m.cLin + shift, m.cAve, _place_readout(np.asarray(m.data), m.mdh.CenterCol, nx)) for m in chosen]
-    slice_info = _yaps(hdr, "MeasYaps", "sSliceArray", "asSlice", slc, default={}) or {}
     header = {
         "format": "twix", "base_resolution": base, "phase_encoding_lines": n_lines, "center_line": center_line,
         "readout_oversampling": 2 if oversampled else 1,
         "oversampling_removed": bool(oversampled and remove_oversampling),
-        "fov_mm": [slice_info.get("dReadoutFOV"), slice_info.get("dPhaseFOV"), slice_info.get("dThickness")],
+        "fov_mm": fov_mm,
         "num_slices": n_slices, "num_averages": n_ave, "num_repetitions": n_rep, "num_contrasts": n_eco,
         "slice": slc, "average": average, "repetition": repetition, "contrast": contrast,
         "noise_scans": len(noise), "dwell_ns": dwell_img, "noise_dwell_ns": dwell_noise, "noise_scale": scale,

@@ -103,7 +103,7 @@ class SamplerSettings:
             complex_mode=str(get("complex_mode", "ri")),
             residual_smoothing=float(get("residual_smoothing", 0.0)), nonnegative=bool(get("nonnegative", False)),
             noise_weighting=str(get("noise_weighting", "off")),
-            t0_clean=None if get("t0_clean", None) is None else float(get("t0_clean", None)),
+            t0_clean=None if (t0_clean := get("t0_clean", None)) is None else float(t0_clean),
             finish_after_dc=bool(get("finish_after_dc", False)))
         if get("m_steps", None) is not None:
             values["m_steps"] = int(get("m_steps", None))
