@@ -202,6 +202,7 @@ def load_prior(prior: Prior, device: str) -> tuple[Any, torch.nn.Module, dict[st
               "complex_mode": prior.complex_mode or str(config.sampling.get("complex_mode", "ri")),
               "residual_smoothing": defaults.residual_smoothing, "t0": 1.0 if defaults.t0 is None else defaults.t0,
               "noise_weighting": defaults.noise_weighting, "t0_clean": defaults.t0_clean,
+              "flip_cycle": defaults.flip_cycle,
               "step": int(out.get("step", 0)),
               "ema_weights": used_ema, "training_snapshot": out.get("optimizer") is not None,
               "size_MB": round(stat.st_size / 2 ** 20, 1), "mtime_utc": time.strftime("%Y-%m-%d %H:%M:%S",
@@ -367,7 +368,7 @@ def prior_row(case: Case, model: torch.nn.Module, config, N: int | None, device:
             "network_calls": rec.network_calls, "N": settings.N, "predictor": str(settings.predictor),
             "corrector": str(settings.corrector), "complex_mode": settings.complex_mode,
             "residual_smoothing": settings.residual_smoothing, "nonnegative": settings.nonnegative,
-            "t0": 1.0 if start is None else start}
+            "flip_cycle": settings.flip_cycle, "t0": 1.0 if start is None else start}
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -430,6 +431,11 @@ def _start(record: dict[str, Any], result: dict[str, Any]) -> str:
     return "noise (t = 1)" + (f"; SENSE on clean data t0 {clean:g}" if clean is not None else "")
 
 
+def _flips(record: dict[str, Any], result: dict[str, Any]) -> str:
+    """'; flip cycle' where network calls cycle through the image's flips, else ''."""
+    return "; flip cycle" if _in_effect(record, result, "flip_cycle", False) else ""
+
+
 def markdown(result: dict[str, Any]) -> str:
     """Markdown report: DSM loss table, reconstruction table per kind (PSNR / SSIM, difference to BART)."""
     st = result["settings"]
@@ -448,7 +454,7 @@ def markdown(result: dict[str, Any]) -> str:
         f = c["file"]
         lines.append(f"| {name} | {f['config']} | {f['path']} | {f.get('precision', 'fp32')} | "
                      f"{f.get('complex_mode', '-')}{_smoothing(f, result)}{_weighting(f, result)} | "
-                     f"{_start(f, result)} | {f['step']} | "
+                     f"{_start(f, result)}{_flips(f, result)} | {f['step']} | "
                      f"{f['ema_weights']} | "
                      f"{f['training_snapshot']} | {f['size_MB']} | {f['sha256_16']} |")
     lines += ["", "## Held-out denoising score-matching loss", "",
@@ -540,6 +546,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="override every config's sampling.nonnegative (real-valued runs: final image clipped at 0 "
                         "and made data-consistent again)")
+    p.add_argument("--flip_cycle", action=argparse.BooleanOptionalAction, default=None,
+                   help="override every config's sampling.flip_cycle (network call k sees the image flipped by the "
+                        "k mod 4 element of none, left-right, up-down, both)")
     p.add_argument("--t0", type=float, default=None,
                    help="override every config's start time: 1 samples from noise, t0 < 1 starts from the noised "
                         "zero-filled image at sigma(t0)")
@@ -576,7 +585,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling settings this run overrides for every checkpoint (None: the config's)."""
-    return {k: getattr(args, k) for k in ("residual_smoothing", "nonnegative", "t0", "noise_weighting")}
+    return {k: getattr(args, k) for k in ("residual_smoothing", "nonnegative", "t0", "noise_weighting", "flip_cycle")}
 
 
 def assemble(args: argparse.Namespace, images: list[Image], cases: list[Case], kinds: list[str],

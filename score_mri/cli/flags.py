@@ -98,6 +98,11 @@ def build_parser(description: str, *, task: bool = True) -> argparse.ArgumentPar
                         "real part once more after the final data consistency (less background noise; the output "
                         "then no longer holds the measured k-space exactly); --no-finish_after_dc keeps the "
                         "final data consistency last (default: config.sampling.finish_after_dc, else off)")
+    p.add_argument("--flip_cycle", action=argparse.BooleanOptionalAction, default=None,
+                   help="network call k sees the image flipped (none, left-right, up-down, both; k mod 4) and its "
+                        "output flipped back, which averages the network's orientation bias over the run at no "
+                        "extra cost; --no-flip_cycle: the paper's sampler (default: config.sampling.flip_cycle, "
+                        "else off; ignored with --faithful)")
     p.add_argument("--nonnegative", action=argparse.BooleanOptionalAction, default=None,
                    help="clip the final magnitude estimate at zero before the last data consistency: the image "
                         "of the real-valued algorithm, the real part of the demodulated image with complex_mode "
@@ -212,7 +217,7 @@ def resolve(args: argparse.Namespace, config, *, coils: bool = False, **extra: A
         raise UserError(f"--t0 must be in (1e-5, 1], got {t0}")
     flags = {k: getattr(args, k, None) for k in ("predictor", "corrector", "eta", "grid", "cg_iters", "gamma",
                                                   "noise_weighting", "complex_mode", "residual_smoothing",
-                                                  "nonnegative", "finish_after_dc")}
+                                                  "nonnegative", "finish_after_dc", "flip_cycle")}
     try:
         settings = sampling.SamplerSettings.from_config(
             config, coils=coils, N=int(N), snr=float(snr), n_steps=int(m), t0=float(t0) if fast else None,

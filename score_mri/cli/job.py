@@ -83,7 +83,7 @@ _RESOLVED = {"N": "N", "m": "n_steps", "snr": "snr", "predictor": "predictor", "
              "t0": "t0", "eta": "eta", "grid": "grid", "cg_iters": "cg_iters", "gamma": "gamma",
              "complex_mode": "complex_mode", "m_steps": "m_steps", "residual_smoothing": "residual_smoothing",
              "nonnegative": "nonnegative", "noise_weighting": "noise_weighting",
-             "finish_after_dc": "finish_after_dc"}
+             "finish_after_dc": "finish_after_dc", "flip_cycle": "flip_cycle"}
 _WHOLE_HASH_BYTES = 64 << 20        # files up to this size are hashed whole; larger ones by size, mtime, ends
 _FINGERPRINTS: dict[tuple, str] = {}
 
@@ -300,6 +300,7 @@ def _save(args, settings, opts, problem: Problem, kind: str, root: Path, rec, ct
         "N": settings.N, "m": settings.n_steps, "snr": settings.snr, "predictor": str(settings.predictor),
         "corrector": str(settings.corrector), "fast": opts.fast, "t0": settings.t0, "seed": opts.seed,
         "num_samples": opts.num_samples, "faithful": settings.faithful,
+        "flip_cycle": settings.flip_cycle and not settings.faithful,
         "mask_type": args.mask_type if problem.task == "retrospective" else "given",
         "acc_factor": args.acc_factor if problem.task == "retrospective" else None,
         "center_fraction": args.center_fraction if problem.task == "retrospective" else None,

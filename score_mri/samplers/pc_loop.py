@@ -51,6 +51,7 @@ class SamplerSettings:
     noise_weighting: str = "off"               # SENSE: 'auto' weights the estimate by the measured noise
     t0_clean: float | None = None              # SENSE, 'auto': start here when the data are clean (t0 unset)
     finish_after_dc: bool = False              # complex sampler, phase_ri: smooth and clip again after the final DC
+    flip_cycle: bool = False                   # network calls cycle through the image's flips (not with faithful)
 
     def __post_init__(self):
         """Range checks (ValueError)."""
@@ -104,7 +105,7 @@ class SamplerSettings:
             residual_smoothing=float(get("residual_smoothing", 0.0)), nonnegative=bool(get("nonnegative", False)),
             noise_weighting=str(get("noise_weighting", "off")),
             t0_clean=None if (t0_clean := get("t0_clean", None)) is None else float(t0_clean),
-            finish_after_dc=bool(get("finish_after_dc", False)))
+            finish_after_dc=bool(get("finish_after_dc", False)), flip_cycle=bool(get("flip_cycle", False)))
         if get("m_steps", None) is not None:
             values["m_steps"] = int(get("m_steps", None))
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
@@ -234,19 +235,33 @@ def run_loop(x: torch.Tensor, *, steps: Sequence, timesteps: torch.Tensor, dc: D
 # Shared set-up: score function, steps, time grid, start noise
 # ----------------------------------------------------------------------------------------------------------
 
-class CountingScore:
-    """The model's score function, evaluated in chunks of ``max_batch``, counting the (batched) calls."""
+# The flips of an image [..., H, W] that network call k of a flip-cycling sampler uses: k mod 4 picks one.
+FLIP_CYCLE: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
-    def __init__(self, score_fn: ScoreFn, max_batch: int | None):
-        self.score_fn, self.max_batch, self.calls = score_fn, max_batch, 0
+
+class CountingScore:
+    """The model's score function, evaluated in chunks of ``max_batch``, counting the (batched) calls.
+
+    With ``flip_cycle`` call k sees its input flipped by ``FLIP_CYCLE[k % 4]`` (none, left-right, up-down,
+    both) and its score flipped back. The true score commutes with these flips, the network only nearly
+    (trained with left-right flips only), so over a run the orientation bias of its errors averages out at
+    no extra cost (``benchmarks/results/flip_cycle.md``).
+    """
+
+    def __init__(self, score_fn: ScoreFn, max_batch: int | None, flip_cycle: bool = False):
+        self.score_fn, self.max_batch, self.flip_cycle, self.calls = score_fn, max_batch, flip_cycle, 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """s(x, t), chunked along the batch."""
+        """s(x, t), chunked along the batch (flipped by this call's element of the cycle)."""
+        dims = FLIP_CYCLE[self.calls % len(FLIP_CYCLE)] if self.flip_cycle else ()
         self.calls += 1
+        x = torch.flip(x, dims) if dims else x
         if self.max_batch is None or x.shape[0] <= self.max_batch:
-            return self.score_fn(x, t)
-        return torch.cat([self.score_fn(x[k:k + self.max_batch], t[k:k + self.max_batch])
-                          for k in range(0, x.shape[0], self.max_batch)])
+            score = self.score_fn(x, t)
+        else:
+            score = torch.cat([self.score_fn(x[k:k + self.max_batch], t[k:k + self.max_batch])
+                               for k in range(0, x.shape[0], self.max_batch)])
+        return torch.flip(score, dims) if dims else score
 
 
 def make_steps(settings: SamplerSettings, sde, score_fn: ScoreFn, g: torch.Generator, order: str) -> list:
