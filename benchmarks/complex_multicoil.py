@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
                              "residual_smoothing": final.residual_smoothing or 1.0,
                              "nonnegative": final.nonnegative, "finish_after_dc": final.finish_after_dc,
                              "noise_weighting": base.noise_weighting, "t0": base.t0, "t0_clean": base.t0_clean,
-                             "threads": args.threads}, "machine": machine_info(torch.device("cpu")),
+                             "flip_cycle": base.flip_cycle, "threads": args.threads}, "machine": machine_info(torch.device("cpu")),
                 "rows": rows, "summary": summ}
         md = (f"# Complex and multi-coil benchmark (N = {N}{', quick: 128 px' if args.quick else ''})\n\n"
               + markdown_table(rows, [("case", "case"), ("coils", "coils"), ("size", "px"), ("mask", "mask"),
