@@ -245,7 +245,7 @@ class CountingScore:
     With ``flip_cycle`` call k sees its input flipped by ``FLIP_CYCLE[k % 4]`` (none, left-right, up-down,
     both) and its score flipped back. The true score commutes with these flips, the network only nearly
     (trained with left-right flips only), so over a run the orientation bias of its errors averages out at
-    no extra cost (``benchmarks/results/flip_cycle.md``).
+    no extra cost (README, "Flip cycling"; ``benchmarks/results/prior_quality_fp32*.md``).
     """
 
     def __init__(self, score_fn: ScoreFn, max_batch: int | None, flip_cycle: bool = False):
