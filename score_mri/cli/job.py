@@ -300,7 +300,7 @@ def _save(args, settings, opts, problem: Problem, kind: str, root: Path, rec, ct
         "N": settings.N, "m": settings.n_steps, "snr": settings.snr, "predictor": str(settings.predictor),
         "corrector": str(settings.corrector), "fast": opts.fast, "t0": settings.t0, "seed": opts.seed,
         "num_samples": opts.num_samples, "faithful": settings.faithful,
-        "flip_cycle": settings.flip_cycle and not settings.faithful,
+        "flip_cycle": settings.flips_network_input,
         "mask_type": args.mask_type if problem.task == "retrospective" else "given",
         "acc_factor": args.acc_factor if problem.task == "retrospective" else None,
         "center_fraction": args.center_fraction if problem.task == "retrospective" else None,

@@ -139,7 +139,7 @@ def run_algorithm(alg: Algorithm, model: torch.nn.Module, op, y: torch.Tensor, s
         raise ValueError("t0 < T needs the VE-SDE (sigma(t0) noise level)")
     g = make_generator(generator, y.device)
     score_fn = CountingScore(mutils.get_score_fn(sde, model, train=False, continuous=settings.continuous),
-                              settings.max_batch, flip_cycle=settings.flip_cycle and not settings.faithful)
+                              settings.max_batch, flip_cycle=settings.flips_network_input)
     state_op = alg.per_coil_op(op)
     use_grid = isinstance(sde, sde_lib.VESDE) and (not settings.faithful or not from_prior(settings))
     split = settings.faithful or (alg.coil_images and not settings.batch_coils)

@@ -114,6 +114,11 @@ class SamplerSettings:
                              f"expected fields of SamplerSettings")
         return cls(**{**values, **overrides})
 
+    @property
+    def flips_network_input(self) -> bool:
+        """Whether network calls cycle through the image's flips (``flip_cycle``; never with ``faithful``)."""
+        return self.flip_cycle and not self.faithful
+
     def replace(self, **changes: Any) -> "SamplerSettings":
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
